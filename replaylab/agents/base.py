@@ -1,0 +1,81 @@
+"""What every agent provides, and the small pieces they share.
+
+An agent is a frozen dataclass of static settings with pure functions over a pytree
+state, so the training loop can ``jit``, ``scan`` (replay ratio) and ``vmap`` (seeds) it:
+
+- ``init(key) -> state``
+- ``explore(state, obs, key) -> action`` and ``act(state, obs) -> action`` (deterministic)
+- ``update(state, batch, weights, key, step) -> (state, metrics, td_errors)``: one
+  gradient step; ``weights`` are per-sample loss weights (PER importance weights,
+  BIER likelihoods; ones by default) and ``td_errors`` feed prioritised samplers.
+
+``step`` is the global update counter. It is the same for every seed, so it is passed
+unbatched and ``lax.cond`` on it (policy delay) stays a real branch under ``vmap``.
+Metrics named in ``delayed_metrics`` are only meaningful on steps where
+``metrics['actor_updated']`` is 1; the loop averages them over those steps only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from replaylab.config import AgentConfig
+
+
+@struct.dataclass
+class Net:
+    """Parameters with their optimiser state."""
+
+    params: dict
+    opt_state: optax.OptState
+
+
+def new_net(params, tx: optax.GradientTransformation) -> Net:
+    return Net(params=params, opt_state=tx.init(params))
+
+
+def apply_grads(net: Net, grads, tx: optax.GradientTransformation) -> Net:
+    updates, opt_state = tx.update(grads, net.opt_state, net.params)
+    return Net(params=optax.apply_updates(net.params, updates), opt_state=opt_state)
+
+
+def polyak(target, online, tau: float):
+    return jax.tree.map(lambda t, o: (1.0 - tau) * t + tau * o, target, online)
+
+
+def weighted_mean(x: jax.Array, weights: jax.Array) -> jax.Array:
+    return jnp.mean(weights * x)
+
+
+@dataclass(frozen=True)
+class Agent:
+    obs_dim: int
+    act_dim: int
+    cfg: AgentConfig
+    policy_delay: int = 1
+
+    delayed_metrics: ClassVar[tuple[str, ...]] = ()
+    metric_names: ClassVar[tuple[str, ...]] = ()
+
+    def init(self, key: jax.Array):
+        raise NotImplementedError
+
+    def explore(self, state, obs: jax.Array, key: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def act(self, state, obs: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def update(self, state, batch, weights, key, step):
+        raise NotImplementedError
+
+    @property
+    def num_layers(self) -> int:
+        """Dense layers per network (hidden + output), the unit of a partial reset."""
+        return len(self.cfg.hidden_sizes) + 1

@@ -1,0 +1,89 @@
+"""MLPs, critic ensembles and policies shared by the agents.
+
+Dense layers are named ``layer_0 .. layer_L`` (the last is the output head) in every
+network, so a partial reset can address "the last k layers" of any agent by name.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh, "elu": nn.elu, "gelu": nn.gelu, "silu": nn.silu}
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+class MLP(nn.Module):
+    hidden_sizes: Sequence[int]
+    out_dim: int
+    activation: str = "relu"
+    layer_norm: bool = False
+    out_scale: float = 1.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = ACTIVATIONS[self.activation]
+        for i, width in enumerate(self.hidden_sizes):
+            x = nn.Dense(width, kernel_init=nn.initializers.orthogonal(math.sqrt(2)), name=f"layer_{i}")(x)
+            if self.layer_norm:
+                x = nn.LayerNorm(name=f"norm_{i}")(x)
+            x = act(x)
+        head = nn.Dense(self.out_dim, kernel_init=nn.initializers.orthogonal(self.out_scale),
+                        name=f"layer_{len(self.hidden_sizes)}")
+        return head(x)
+
+
+class Critics(nn.Module):
+    """``num`` independent Q(s, a) MLPs evaluated as one batched network: output (num, B)."""
+
+    num: int
+    hidden_sizes: Sequence[int]
+    activation: str = "relu"
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+        ensemble = nn.vmap(MLP, variable_axes={"params": 0}, split_rngs={"params": True},
+                           in_axes=None, out_axes=0, axis_size=self.num)
+        q = ensemble(self.hidden_sizes, 1, self.activation, self.layer_norm, name="q")
+        return q(jnp.concatenate([obs, action], -1))[..., 0]
+
+
+class GaussianActor(nn.Module):
+    """State-dependent mean and log-std of a diagonal Gaussian, squashed by tanh when sampled."""
+
+    act_dim: int
+    hidden_sizes: Sequence[int]
+    activation: str = "relu"
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        out = MLP(self.hidden_sizes, 2 * self.act_dim, self.activation, self.layer_norm, 0.01, name="pi")(obs)
+        mean, raw = jnp.split(out, 2, axis=-1)
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(raw) + 1.0)
+        return mean, log_std
+
+
+class DeterministicActor(nn.Module):
+    act_dim: int
+    hidden_sizes: Sequence[int]
+    activation: str = "relu"
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        return jnp.tanh(MLP(self.hidden_sizes, self.act_dim, self.activation, self.layer_norm, 0.01, name="pi")(obs))
+
+
+def sample_tanh_gaussian(mean: jax.Array, log_std: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Reparameterised sample a = tanh(u), u ~ N(mean, std), and log pi(a) with the tanh correction."""
+    u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+    gauss = -0.5 * ((u - mean) / jnp.exp(log_std)) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    # log(1 - tanh(u)^2), written stably
+    squash = 2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u))
+    return jnp.tanh(u), jnp.sum(gauss - squash, axis=-1)

@@ -1,0 +1,70 @@
+"""Gymnasium adapter: Box actions rescaled from [-1, 1], flat float32 observations."""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+
+from replaylab.errors import ConfigError
+
+
+def check_gym_id(env_id: str) -> None:
+    try:
+        env = gym.make(env_id)
+    except gym.error.Error as e:
+        raise ConfigError(
+            f"env={env_id}: not a Gymnasium id ({str(e).splitlines()[0].rstrip('.')}); "
+            "dm_control tasks are written dmc:DOMAIN-TASK, e.g. dmc:cheetah-run") from None
+    except Exception as e:  # missing optional deps of third-party envs, etc.
+        raise ConfigError(f"env={env_id}: cannot be created: {type(e).__name__}: {e}") from None
+    try:
+        _check_spaces(env_id, env)
+    finally:
+        env.close()
+
+
+def _check_spaces(env_id: str, env: gym.Env) -> None:
+    if not isinstance(env.action_space, gym.spaces.Box):
+        raise ConfigError(
+            f"env={env_id}: action space is {env.action_space}; replaylab needs a continuous (Box) action space")
+    if not np.all(np.isfinite(env.action_space.low)) or not np.all(np.isfinite(env.action_space.high)):
+        raise ConfigError(f"env={env_id}: the Box action space must have finite bounds")
+    if not isinstance(env.observation_space, gym.spaces.Box):
+        raise ConfigError(
+            f"env={env_id}: observation space is {type(env.observation_space).__name__}; a Box is needed")
+
+
+class GymEnv:
+    def __init__(self, env_id: str, action_repeat: int = 1, render: bool = False):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._env = gym.make(env_id, render_mode="rgb_array" if render else None)
+        _check_spaces(env_id, self._env)
+        space = self._env.action_space
+        self._low = space.low.astype(np.float64)
+        self._high = space.high.astype(np.float64)
+        self.obs_dim = int(np.prod(self._env.observation_space.shape))
+        self.act_dim = int(np.prod(space.shape))
+        self._repeat = action_repeat
+
+    def reset(self, seed: int) -> np.ndarray:
+        obs, _ = self._env.reset(seed=int(seed))
+        return np.asarray(obs, np.float32).reshape(-1)
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool]:
+        a = self._low + (np.clip(action, -1.0, 1.0) + 1.0) * 0.5 * (self._high - self._low)
+        total = 0.0
+        for _ in range(self._repeat):
+            obs, reward, terminated, truncated, _ = self._env.step(a.astype(np.float32))
+            total += float(reward)
+            if terminated or truncated:
+                break
+        return np.asarray(obs, np.float32).reshape(-1), total, bool(terminated), bool(truncated)
+
+    def render(self) -> np.ndarray:
+        return self._env.render()
+
+    def close(self) -> None:
+        self._env.close()

@@ -1,0 +1,1 @@
+"""Replay: the ring-buffer storage and the samplers that read it."""

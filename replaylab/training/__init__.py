@@ -1,0 +1,1 @@
+"""Training: the compiled learner, the one host loop, evaluation, checkpoints and logs."""

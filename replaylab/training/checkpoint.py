@@ -1,0 +1,135 @@
+"""Checkpoints as plain arrays plus JSON: no pickle, atomic, checksummed, last two kept.
+
+Layout: ``RUN/checkpoints/step_0000050000/{arrays.npz, meta.json}``.
+
+- ``arrays.npz`` holds every leaf of the device state (keyed by its pytree path) and the
+  host arrays the loop needs; it is read with ``allow_pickle=False``.
+- ``meta.json`` holds the host counters and the SHA-256 of ``arrays.npz``.
+- A checkpoint is written into a hidden temporary folder, flushed to disk, then renamed
+  into place: a crash leaves either the old set of checkpoints or the new one.
+- Loading tries the newest checkpoint first; a corrupted one produces a warning and the
+  previous one is used. With no valid checkpoint, loading fails loudly; a run never
+  silently starts afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from replaylab.errors import RunError
+
+FORMAT = 1
+KEEP = 2
+_PREFIX = "step_"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _leaves(tree) -> dict[str, np.ndarray]:
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {"state" + jax.tree_util.keystr(p): np.asarray(x) for p, x in flat}
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a small text file atomically (temp file + fsync + rename)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save(ckpt_root: Path, step: int, state, host_arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    final = ckpt_root / f"{_PREFIX}{step:010d}"
+    tmp = ckpt_root / f".tmp-{final.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    arrays = _leaves(state)
+    arrays.update({f"host/{k}": np.asarray(v) for k, v in host_arrays.items()})
+    with open(tmp / "arrays.npz", "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    meta = {**meta, "format": FORMAT, "step": step, "sha256": _sha256(tmp / "arrays.npz")}
+    write_atomic(tmp / "meta.json", json.dumps(meta, indent=1))
+    _fsync_dir(tmp)
+    if final.exists():  # a corrupted checkpoint at the same step, skipped when resuming
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(ckpt_root)
+    for old in list_checkpoints(ckpt_root)[:-KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(ckpt_root: Path) -> list[Path]:
+    if not ckpt_root.is_dir():
+        return []
+    return sorted(p for p in ckpt_root.iterdir() if p.is_dir() and p.name.startswith(_PREFIX))
+
+
+def _load_one(path: Path, template) -> tuple[Any, dict[str, np.ndarray], dict]:
+    meta = json.loads((path / "meta.json").read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"unknown checkpoint format {meta.get('format')!r}")
+    if _sha256(path / "arrays.npz") != meta["sha256"]:
+        raise ValueError("checksum mismatch")
+    with np.load(path / "arrays.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    flat, treedef = jax.tree_util.tree_flatten_with_path(template)
+    leaves = []
+    for p, spec in flat:
+        key = "state" + jax.tree_util.keystr(p)
+        if key not in arrays:
+            raise ValueError(f"missing array {key}")
+        x = arrays[key]
+        if x.shape != tuple(spec.shape) or x.dtype != spec.dtype:
+            raise ValueError(f"{key} has {x.dtype}{x.shape}, expected {spec.dtype}{tuple(spec.shape)}")
+        leaves.append(x)
+    state = jax.tree_util.tree_unflatten(treedef, [jax.device_put(x) for x in leaves])
+    host = {k[len("host/"):]: v for k, v in arrays.items() if k.startswith("host/")}
+    return state, host, meta
+
+
+def load_latest(ckpt_root: Path, template) -> tuple[Any, dict[str, np.ndarray], dict, Path]:
+    """Newest valid checkpoint; corrupted ones are reported on stderr and skipped."""
+    candidates = list_checkpoints(ckpt_root)
+    if not candidates:
+        raise RunError(f"no checkpoint in {ckpt_root}")
+    problems = []
+    for path in reversed(candidates):
+        try:
+            state, host, meta = _load_one(path, template)
+        except Exception as e:  # any unreadable file means: not a usable checkpoint
+            problems.append(f"{path.name}: {type(e).__name__}: {e}")
+            print(f"warning: checkpoint {path} is unusable ({type(e).__name__}: {e}); "
+                  "falling back to the previous one", file=sys.stderr)
+            continue
+        return state, host, meta, path
+    raise RunError(f"no valid checkpoint in {ckpt_root} ({'; '.join(problems)})")

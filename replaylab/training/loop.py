@@ -1,0 +1,237 @@
+"""The one training loop: every agent, every sampler, any number of seeds.
+
+Per environment step:
+
+    step the S environments on the host with the pending actions
+    -> one compiled call: add the transitions, run ``replay_ratio`` updates, pick the
+       next actions (uniformly random during the warm-up, with no updates)
+    -> every ``refresh_interval`` steps: the sampler's upkeep
+    -> every ``reset_interval`` updates: re-initialise the networks, keep the replay
+    -> every ``eval_interval`` steps: evaluate, write progress.csv
+    -> every ``checkpoint_interval`` steps and at the end: checkpoint.
+
+Exact resume: a checkpoint holds the device state (networks, optimisers, replay, sampler
+state, JAX keys) and the host state (counters, current observations, pending actions).
+An environment's state is rebuilt by resetting it with its episode's seed and replaying
+the actions taken since, which works for every Gymnasium and dm_control task.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from replaylab.agents import make_agent
+from replaylab.config import Config
+from replaylab.envs import make_env
+from replaylab.errors import RunError
+from replaylab.replay.sampler import make_sampler
+from replaylab.replay.storage import Transition
+from replaylab.training import checkpoint
+from replaylab.training.evaluate import TRAIN_STREAM, episode_seed, evaluate
+from replaylab.training.learner import Learner
+from replaylab.training.logs import Console, Loggers, ProgressCSV, read_progress
+
+BASE_COLUMNS = ["env_step", "updates", "seed", "return_mean", "return_std", "train_return", "episodes",
+                "wall_time", "sps"]
+
+
+@dataclass
+class Run:
+    """A finished run: its directory, config, progress rows and final state (in memory)."""
+
+    run_dir: Path
+    config: Config
+    progress: list[dict]
+    final_returns: np.ndarray  # last evaluation, mean return per seed
+    state: object = field(repr=False, default=None)
+
+
+@dataclass
+class HostState:
+    """Everything outside the compiled state that the loop needs to continue exactly."""
+
+    obs: np.ndarray  # (S, obs_dim) observation each env is at
+    pending: np.ndarray  # (S, act_dim) actions chosen for the next step
+    episode: np.ndarray  # (S,) index of the current episode of each env
+    ep_step: np.ndarray  # (S,) steps taken in the current episode
+    ep_return: np.ndarray  # (S,) return so far in the current episode
+    ep_actions: list[list[np.ndarray]]  # actions since each env's last reset
+    last_train_return: np.ndarray  # (S,) return of the last finished training episode
+    env_step: int = 0
+    updates: int = 0
+    resets_done: int = 0
+    eval_round: int = 0
+    csv_rows: int = 0
+    wall_time: float = 0.0
+
+    COUNTERS = ("env_step", "updates", "resets_done", "eval_round", "csv_rows", "wall_time")
+
+    def to_checkpoint(self) -> tuple[dict[str, np.ndarray], dict]:
+        S, A = self.pending.shape
+        longest = max((len(a) for a in self.ep_actions), default=0)
+        actions = np.zeros((S, longest, A), np.float32)
+        for i, acts in enumerate(self.ep_actions):
+            if acts:
+                actions[i, : len(acts)] = np.stack(acts)
+        arrays = dict(obs=self.obs, pending=self.pending, episode=self.episode, ep_step=self.ep_step,
+                      ep_return=self.ep_return, ep_actions=actions, last_train_return=self.last_train_return)
+        return arrays, {k: getattr(self, k) for k in self.COUNTERS}
+
+    @classmethod
+    def from_checkpoint(cls, arrays: dict[str, np.ndarray], meta: dict) -> "HostState":
+        ep_actions = [list(arrays["ep_actions"][i, : int(n)]) for i, n in enumerate(arrays["ep_step"])]
+        return cls(obs=arrays["obs"], pending=arrays["pending"], episode=arrays["episode"],
+                   ep_step=arrays["ep_step"], ep_return=arrays["ep_return"], ep_actions=ep_actions,
+                   last_train_return=arrays["last_train_return"], **{k: meta[k] for k in cls.COUNTERS})
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: Path):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.seeds = cfg.seed_list
+        self.envs = [make_env(cfg.env, cfg.action_repeat) for _ in self.seeds]
+        self.eval_envs = [[make_env(cfg.env, cfg.action_repeat) for _ in range(cfg.eval_episodes)]
+                          for _ in self.seeds]
+        env = self.envs[0]
+        self.agent = make_agent(cfg.agent, env.obs_dim, env.act_dim, cfg.agent_cfg, cfg.policy_delay)
+        self.sampler = make_sampler(cfg.replay, dict(cfg.replay_cfg))
+        self.learner = Learner(self.agent, self.sampler, capacity=cfg.buffer_size, batch_size=cfg.batch_size,
+                               replay_ratio=cfg.replay_ratio, reset_layers=cfg.reset_layers)
+        self.columns = BASE_COLUMNS + list(self.agent.metric_names)
+        self.ckpt_root = run_dir / "checkpoints"
+        self.last_checkpoint: Path | None = None
+
+    # -- start and resume --------------------------------------------------------------
+    def _fresh(self) -> tuple[object, HostState]:
+        S = len(self.seeds)
+        obs = np.stack([env.reset(episode_seed(s, TRAIN_STREAM, 0)) for env, s in zip(self.envs, self.seeds)])
+        state = self.learner.init(self.seeds)
+        state, pending = self.learner.first_action(state, obs, self.cfg.warmup_steps > 0)
+        host = HostState(obs=obs, pending=np.asarray(pending), episode=np.zeros(S, np.int64),
+                         ep_step=np.zeros(S, np.int64), ep_return=np.zeros(S), ep_actions=[[] for _ in range(S)],
+                         last_train_return=np.full(S, np.nan))
+        return state, host
+
+    def _restore(self) -> tuple[object, HostState]:
+        template = self.learner.init_shapes(len(self.seeds))
+        state, arrays, meta, path = checkpoint.load_latest(self.ckpt_root, template)
+        self.last_checkpoint = path
+        host = HostState.from_checkpoint(arrays, meta)
+        for i, (env, s) in enumerate(zip(self.envs, self.seeds)):
+            obs = env.reset(episode_seed(s, TRAIN_STREAM, int(host.episode[i])))
+            for a in host.ep_actions[i]:
+                obs = env.step(a)[0]
+            if not np.array_equal(obs, host.obs[i]):
+                print(f"warning: seed {s}: replaying the current episode did not reproduce the saved "
+                      "observation; the environment is not deterministic, so resume is not exact",
+                      file=sys.stderr)
+        return state, host
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self, resume: bool = False) -> Run:
+        cfg = self.cfg
+        state, h = self._restore() if resume else self._fresh()
+        csv = ProgressCSV(self.run_dir / "progress.csv", self.columns, keep_rows=h.csv_rows if resume else None)
+        logs = Loggers(self.run_dir, cfg.to_flat(), cfg.tensorboard, cfg.wandb, cfg.wandb_mode, cfg.wandb_project,
+                       purge_step=h.env_step if resume else None)
+        console = Console(cfg.total_steps, h.env_step, cfg.progress_bar)
+        metrics = None
+        last_eval = np.full(len(self.seeds), np.nan)
+        t_start, t_mark, step_mark = time.perf_counter() - h.wall_time, time.perf_counter(), h.env_step
+        try:
+            while h.env_step < cfg.total_steps:
+                tr, act_obs = self._step_envs(h)
+                h.env_step += 1
+                if h.env_step < cfg.warmup_steps:
+                    state, pending = self.learner.collect(state, tr, act_obs)
+                else:
+                    state, pending, metrics = self.learner.train(state, tr, act_obs, np.int32(h.updates))
+                    h.updates += cfg.replay_ratio
+                h.pending = np.asarray(pending)
+                self._check_finite(state, h)
+                if self.sampler.refresh_interval and h.env_step % self.sampler.refresh_interval == 0:
+                    state = self.learner.refresh(state)
+                if cfg.reset_interval and h.updates // cfg.reset_interval > h.resets_done:
+                    state = self.learner.reset(state)
+                    h.resets_done += 1
+                console.update(1)
+                if h.env_step % cfg.eval_interval == 0 or h.env_step == cfg.total_steps:
+                    now = time.perf_counter()
+                    sps = (h.env_step - step_mark) / max(now - t_mark, 1e-9)
+                    h.wall_time = now - t_start
+                    last_eval = self._evaluate(state, h, metrics, sps, csv, logs)
+                    console.update(0, sps=f"{sps:.0f}", ret=f"{np.mean(last_eval):.1f}")
+                    t_mark, step_mark = time.perf_counter(), h.env_step
+                if (cfg.checkpoint_interval and h.env_step % cfg.checkpoint_interval == 0) \
+                        or h.env_step == cfg.total_steps:
+                    h.wall_time = time.perf_counter() - t_start
+                    self._save(state, h)
+        finally:
+            console.close()
+            logs.close()
+        return Run(self.run_dir, cfg, read_progress(csv.path), last_eval, state)
+
+    def _step_envs(self, h: HostState) -> tuple[Transition, np.ndarray]:
+        S = len(self.envs)
+        next_obs = np.empty_like(h.obs)
+        reward = np.zeros(S, np.float32)
+        terminated = np.zeros(S, bool)
+        act_obs = np.empty_like(h.obs)
+        done = np.zeros(S, bool)
+        for i, env in enumerate(self.envs):
+            next_obs[i], reward[i], terminated[i], truncated = env.step(h.pending[i])
+            h.ep_actions[i].append(h.pending[i].copy())
+            done[i] = terminated[i] or truncated
+        tr = Transition(obs=h.obs, action=h.pending, reward=reward, next_obs=next_obs, terminated=terminated,
+                        episode=h.episode.astype(np.int32), step=h.ep_step.astype(np.int32))
+        h.ep_return += reward
+        h.ep_step += 1
+        act_obs[:] = next_obs
+        for i in np.nonzero(done)[0]:
+            h.last_train_return[i] = h.ep_return[i]
+            h.episode[i] += 1
+            act_obs[i] = self.envs[i].reset(episode_seed(self.seeds[i], TRAIN_STREAM, int(h.episode[i])))
+            h.ep_step[i], h.ep_return[i], h.ep_actions[i] = 0, 0.0, []
+        h.obs = act_obs
+        return tr, act_obs
+
+    def _check_finite(self, state, h: HostState) -> None:
+        bad = np.asarray(state.first_bad_update)
+        if (bad >= 0).any():
+            i = int(np.argmax(bad >= 0))
+            where = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint \
+                else "no checkpoint was written yet"
+            raise RunError(f"non-finite loss at gradient update {int(bad[i])} (seed {self.seeds[i]}, env step "
+                           f"{h.env_step}); the run stopped and {where}. Try lower learning rates.")
+
+    def _evaluate(self, state, h: HostState, metrics, sps: float, csv: ProgressCSV, logs: Loggers) -> np.ndarray:
+        returns = evaluate(self.learner.act, state, self.eval_envs, self.seeds, h.eval_round)
+        h.eval_round += 1
+        m = {k: np.asarray(v) for k, v in metrics.items()} if metrics is not None else {}
+        rows = []
+        for i, s in enumerate(self.seeds):
+            row = dict(env_step=h.env_step, updates=h.updates, seed=s, return_mean=float(returns[i].mean()),
+                       return_std=float(returns[i].std()), train_return=float(h.last_train_return[i]),
+                       episodes=int(h.episode[i]), wall_time=round(h.wall_time, 3), sps=round(sps, 2))
+            row.update({k: float(v[i]) for k, v in m.items()})
+            rows.append(row)
+        csv.write(rows)
+        h.csv_rows = csv.rows
+        means = returns.mean(1)
+        scalars = {"eval/return": float(means.mean()), "perf/sps": sps}
+        scalars.update({f"eval/return_seed{s}": float(r) for s, r in zip(self.seeds, means)})
+        scalars.update({f"train/{k}": float(v.mean()) for k, v in m.items()})
+        logs.scalars(h.env_step, scalars)
+        return means
+
+    def _save(self, state, h: HostState) -> None:
+        arrays, counters = h.to_checkpoint()
+        meta = {**counters, "seeds": self.seeds}
+        self.last_checkpoint = checkpoint.save(self.ckpt_root, h.env_step, state, arrays, meta)
+
