@@ -17,6 +17,48 @@ ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh, "elu": nn.elu, "gelu": nn.gelu
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
+@jax.custom_vjp
+def _add_bias(x: jax.Array, b: jax.Array) -> jax.Array:
+    return x + b
+
+
+def _add_bias_fwd(x, b):
+    return x + b, x.shape[:-1]
+
+
+def _add_bias_bwd(batch_shape, g):
+    # The bias gradient as a contraction with ones (a dot) rather than a reduce_sum: XLA
+    # computes dots identically whether or not the seed axis is vmapped, reductions not,
+    # and this keeps S vmapped seeds bit-identical to S separate runs.
+    ones = jnp.ones(batch_shape, g.dtype)
+    return g, jnp.tensordot(ones, g, axes=len(batch_shape))
+
+
+_add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
+
+
+class Dense(nn.Module):
+    """``x @ kernel + bias``, computed so that vmapping it over seeds changes no bit.
+
+    XLA rewrites dots that have a size-1 dimension into reductions, whose summation order
+    depends on the batching; a width-1 layer (a Q head) is therefore computed as width 2
+    with a constant zero column and sliced.
+    """
+
+    features: int
+    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        if self.features == 1:
+            kernel = jnp.concatenate([kernel, jnp.zeros_like(kernel)], 1)
+            bias = jnp.concatenate([bias, jnp.zeros_like(bias)])
+            return _add_bias(x @ kernel, bias)[..., :1]
+        return _add_bias(x @ kernel, bias)
+
+
 class MLP(nn.Module):
     hidden_sizes: Sequence[int]
     out_dim: int
@@ -28,11 +70,11 @@ class MLP(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         act = ACTIVATIONS[self.activation]
         for i, width in enumerate(self.hidden_sizes):
-            x = nn.Dense(width, kernel_init=nn.initializers.orthogonal(math.sqrt(2)), name=f"layer_{i}")(x)
+            x = Dense(width, kernel_init=nn.initializers.orthogonal(math.sqrt(2)), name=f"layer_{i}")(x)
             if self.layer_norm:
                 x = nn.LayerNorm(name=f"norm_{i}")(x)
             x = act(x)
-        head = nn.Dense(self.out_dim, kernel_init=nn.initializers.orthogonal(self.out_scale),
+        head = Dense(self.out_dim, kernel_init=nn.initializers.orthogonal(self.out_scale),
                         name=f"layer_{len(self.hidden_sizes)}")
         return head(x)
 
