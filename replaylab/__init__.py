@@ -5,17 +5,7 @@
     run.progress[-1]["return_mean"], run.run_dir
 """
 
-import os as _os
-
 __version__ = "0.1.0"
-
-# XLA:CPU's multi-threaded Eigen pool can deadlock intermittently on vmapped graphs in
-# recent jaxlib (a wait on a result that never materialises; seen here in about 1 launch
-# in 5). Single-threaded Eigen avoids it, and on this CPU it costs no measurable speed
-# (see benchmarks/throughput.py). Set before JAX starts its backend; a user's own
-# XLA_FLAGS containing the option wins.
-if "xla_cpu_multi_thread_eigen" not in _os.environ.get("XLA_FLAGS", ""):
-    _os.environ["XLA_FLAGS"] = (_os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
 
 
 def train(config=None, **overrides):

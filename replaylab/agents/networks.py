@@ -37,6 +37,35 @@ def _add_bias_bwd(batch_shape, g):
 _add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
 
 
+def orthogonal(scale: float = 1.0) -> nn.initializers.Initializer:
+    """Orthogonal initialiser (Saxe et al., 2014) by Gram-Schmidt, in plain XLA ops.
+
+    ``jax.nn.initializers.orthogonal`` calls LAPACK's QR. Under ``vmap`` (seeds, critic
+    ensembles) that becomes a batched QR which jaxlib runs as nested tasks on XLA's own
+    thread pool; on a 2-core machine every pool thread ends up waiting for tasks queued
+    behind it and the process hangs for good (seen here with gdb). Classical Gram-Schmidt,
+    applied twice for float32 accuracy, needs only matrix-vector products and gives the
+    same distribution: Q of a Gaussian matrix with a positive-diagonal R.
+    """
+
+    def init(key, shape, dtype=jnp.float32):
+        rows, cols = shape
+        n, m = max(rows, cols), min(rows, cols)
+        a = jax.random.normal(key, (n, m), jnp.float32)
+        done = jnp.arange(m)
+
+        def next_column(j, q):
+            v = q[:, j]
+            for _ in range(2):  # "twice is enough" (Giraud et al., 2005)
+                v = v - q @ jnp.where(done < j, q.T @ v, 0.0)
+            return q.at[:, j].set(v / jnp.linalg.norm(v))
+
+        q = jax.lax.fori_loop(0, m, next_column, a)
+        return (scale * (q if rows >= cols else q.T)).astype(dtype)
+
+    return init
+
+
 class Dense(nn.Module):
     """``x @ kernel + bias``, computed so that vmapping it over seeds changes no bit.
 
@@ -46,7 +75,7 @@ class Dense(nn.Module):
     """
 
     features: int
-    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+    kernel_init: nn.initializers.Initializer = orthogonal(1.0)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -70,11 +99,11 @@ class MLP(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         act = ACTIVATIONS[self.activation]
         for i, width in enumerate(self.hidden_sizes):
-            x = Dense(width, kernel_init=nn.initializers.orthogonal(math.sqrt(2)), name=f"layer_{i}")(x)
+            x = Dense(width, kernel_init=orthogonal(math.sqrt(2)), name=f"layer_{i}")(x)
             if self.layer_norm:
                 x = nn.LayerNorm(name=f"norm_{i}")(x)
             x = act(x)
-        head = Dense(self.out_dim, kernel_init=nn.initializers.orthogonal(self.out_scale),
+        head = Dense(self.out_dim, kernel_init=orthogonal(self.out_scale),
                         name=f"layer_{len(self.hidden_sizes)}")
         return head(x)
 

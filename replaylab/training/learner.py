@@ -77,11 +77,12 @@ class Learner:
         self.act = jax.jit(jax.vmap(lambda s, obs: agent.act(s.agent, obs)))
         self.reset = jax.jit(jax.vmap(self._reset_one), donate_argnums=0)
         self.refresh = jax.jit(jax.vmap(self._refresh_one), donate_argnums=0)
+        self._init = jax.jit(jax.vmap(self._init_one))
 
     # -- initial state ----------------------------------------------------------------
     def init(self, seeds: list[int]) -> SeedState:
         keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
-        return jax.jit(jax.vmap(self._init_one))(keys)
+        return self._init(keys)
 
     def init_shapes(self, num_seeds: int) -> SeedState:
         """Shapes and dtypes of the state without allocating it (checkpoint template)."""

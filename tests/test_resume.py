@@ -1,0 +1,106 @@
+"""Exact resume after SIGKILL, corrupted-checkpoint fallback, and stopping on non-finite losses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import replaylab
+from replaylab.errors import RunError
+from tests.conftest import checkpoint_arrays, cli, overrides, progress_without_wall_clock
+
+RESUME_CFG = dict(total_steps=1600, warmup_steps=200, eval_interval=200, checkpoint_interval=400,
+                  replay_ratio=2, seeds=2, env="Hopper-v5", reset_interval=1000, reset_layers=1)
+
+
+def _start(cfg: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "replaylab.cli", "train", *overrides(cfg)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _assert_same_run(a: str, b: str) -> None:
+    assert progress_without_wall_clock(a) == progress_without_wall_clock(b)
+    xa, xb = checkpoint_arrays(a), checkpoint_arrays(b)
+    assert xa.keys() == xb.keys()
+    for k in xa:
+        assert np.array_equal(xa[k], xb[k], equal_nan=True), k
+
+
+def test_sigkill_then_resume_is_bit_identical(small, tmp_path):
+    ref = small(**RESUME_CFG)
+    assert cli("train", *overrides(ref)).returncode == 0
+
+    cfg = small(**RESUME_CFG)
+    proc = _start(cfg)
+    ckpts = Path(cfg["run_dir"]) / "checkpoints"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (ckpts / "step_0000000800").exists():
+        time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read()
+    os.kill(proc.pid, signal.SIGKILL)  # mid-run: after the step-800 checkpoint, before the end
+    proc.wait()
+    assert not (ckpts / "step_0000001600").exists()
+
+    r = cli("resume", cfg["run_dir"])
+    assert r.returncode == 0, r.stderr
+    assert "final return" in r.stdout
+    _assert_same_run(ref["run_dir"], cfg["run_dir"])
+
+
+def test_corrupted_latest_checkpoint_falls_back_with_a_warning(small, tmp_path):
+    cfg = small(total_steps=800, checkpoint_interval=400, eval_interval=400)
+    replaylab.train(cfg)
+    ckpts = sorted((Path(cfg["run_dir"]) / "checkpoints").glob("step_*"))
+    assert [p.name for p in ckpts] == ["step_0000000400", "step_0000000800"]
+    with open(ckpts[-1] / "arrays.npz", "r+b") as f:  # flip bytes in the middle of the file
+        f.seek(os.path.getsize(ckpts[-1] / "arrays.npz") // 2)
+        f.write(b"\x00garbage\x00")
+    r = cli("resume", cfg["run_dir"])
+    assert r.returncode == 0, r.stderr
+    assert "step_0000000800 is unusable (ValueError: checksum mismatch)" in r.stderr
+    assert "falling back" in r.stderr
+    # it resumed from step 400 (not from scratch) and re-wrote step 800
+    rows = progress_without_wall_clock(cfg["run_dir"])
+    assert [line.split(",")[0] for line in rows[1:]] == ["400", "800"]
+    ref = small(total_steps=800, checkpoint_interval=400, eval_interval=400)
+    replaylab.train(ref)
+    _assert_same_run(ref["run_dir"], cfg["run_dir"])
+
+
+def test_no_valid_checkpoint_is_an_error_not_a_fresh_start(small):
+    cfg = small(total_steps=400, checkpoint_interval=400, eval_interval=400)
+    replaylab.train(cfg)
+    for meta in (Path(cfg["run_dir"]) / "checkpoints").glob("step_*/meta.json"):
+        meta.write_text("{not json")
+    r = cli("resume", cfg["run_dir"])
+    assert r.returncode == 1
+    assert "no valid checkpoint" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("replaylab: error: ")
+
+
+def test_only_the_last_two_checkpoints_are_kept_and_no_temp_files_remain(small):
+    cfg = small(total_steps=1000, checkpoint_interval=200, eval_interval=500)
+    replaylab.train(cfg)
+    names = sorted(p.name for p in (Path(cfg["run_dir"]) / "checkpoints").iterdir())
+    assert names == ["step_0000000800", "step_0000001000"]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(small):
+    # an enormous critic learning rate makes the losses overflow after the first checkpoint
+    cfg = small(total_steps=3000, warmup_steps=100, checkpoint_interval=100, eval_interval=100,
+                agent__critic_lr=1e12)
+    with pytest.raises(RunError, match="non-finite loss at gradient update"):
+        replaylab.train(cfg)
+    ckpts = sorted((Path(cfg["run_dir"]) / "checkpoints").glob("step_*"))
+    assert ckpts, "the checkpoint written before the divergence must survive"
+    arrays = checkpoint_arrays(cfg["run_dir"])
+    assert all(np.all(np.isfinite(v)) for k, v in arrays.items() if k.startswith("state") and v.dtype.kind == "f")
+    r = cli("resume", cfg["run_dir"])
+    assert r.returncode == 1 and "non-finite loss" in r.stderr and "last good checkpoint" in r.stderr
