@@ -93,8 +93,9 @@ def test_only_the_last_two_checkpoints_are_kept_and_no_temp_files_remain(small):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(small):
-    # an enormous critic learning rate makes the losses overflow after the first checkpoint
-    cfg = small(total_steps=3000, warmup_steps=100, checkpoint_interval=100, eval_interval=100,
+    # an enormous critic learning rate makes the losses overflow once updates start (step 300),
+    # after the checkpoints written during the warm-up
+    cfg = small(total_steps=3000, warmup_steps=300, checkpoint_interval=100, eval_interval=100,
                 agent__critic_lr=1e12)
     with pytest.raises(RunError, match="non-finite loss at gradient update"):
         replaylab.train(cfg)

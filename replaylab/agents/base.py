@@ -49,8 +49,15 @@ def polyak(target, online, tau: float):
     return jax.tree.map(lambda t, o: (1.0 - tau) * t + tau * o, target, online)
 
 
-def weighted_mean(x: jax.Array, weights: jax.Array) -> jax.Array:
-    return jnp.mean(weights * x)
+def batch_mean(x: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+    """(Weighted) mean over the batch axis, written as a dot product.
+
+    XLA sums a reduction in a different order once a seed axis is vmapped, but computes a
+    (non-degenerate) dot the same way; a seed's result then does not depend on how many
+    seeds run together. The zero column keeps the dot from being degenerate.
+    """
+    w = jnp.ones(x.shape[0], x.dtype) if weights is None else weights
+    return jnp.dot(w, jnp.stack([x, jnp.zeros_like(x)], -1))[0] / x.shape[0]
 
 
 @dataclass(frozen=True)

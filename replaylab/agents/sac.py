@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from replaylab.agents.base import Agent, Net, apply_grads, new_net, polyak, weighted_mean
+from replaylab.agents.base import Agent, Net, apply_grads, new_net, polyak, batch_mean
 from replaylab.agents.networks import Critics, GaussianActor, sample_tanh_gaussian
 
 
@@ -95,7 +95,7 @@ class SAC(Agent):
         def critic_loss(params):
             q = self.critic_net.apply(params, batch.obs, batch.action)
             td = q - y
-            return 0.5 * weighted_mean((td**2).sum(0), weights), (q, td)
+            return 0.5 * batch_mean((td**2).sum(0), weights), (q, td)
 
         (c_loss, (q, td)), grads = jax.value_and_grad(critic_loss, has_aux=True)(state.critic.params)
         critic = apply_grads(state.critic, grads, self._tx(self.cfg.critic_lr))
@@ -108,29 +108,29 @@ class SAC(Agent):
                 m, ls = self.actor_net.apply(params, batch.obs)
                 a, logp = sample_tanh_gaussian(m, ls, k_actor)
                 q_pi = self.critic_net.apply(critic.params, batch.obs, a).min(0)
-                return jnp.mean(alpha * logp - q_pi), logp
+                return batch_mean(alpha * logp - q_pi), logp
 
             (a_loss, logp), g = jax.value_and_grad(actor_loss, has_aux=True)(state.actor.params)
             actor = apply_grads(state.actor, g, self._tx(self.cfg.actor_lr))
-            entropy_gap = jax.lax.stop_gradient(jnp.mean(logp) + self.target_entropy)
+            entropy_gap = jax.lax.stop_gradient(batch_mean(logp) + self.target_entropy)
 
             def temp_loss(log_alpha):
                 return -log_alpha * entropy_gap
 
             t_loss, tg = jax.value_and_grad(temp_loss)(state.log_alpha.params)
             log_alpha = apply_grads(state.log_alpha, tg, self._tx(self.cfg.temperature_lr))
-            return actor, log_alpha, (a_loss, -jnp.mean(logp), t_loss)
+            return actor, log_alpha, (a_loss, -batch_mean(logp), t_loss)
 
         def skip(_):
             zero = jnp.zeros((), jnp.float32)
             return state.actor, state.log_alpha, (zero, zero, zero)
 
-        updated = step % self.policy_delay == 0
+        updated = jnp.asarray(step) % self.policy_delay == 0
         actor, log_alpha, (a_loss, entropy, t_loss) = jax.lax.cond(updated, actor_step, skip, None)
         new_state = SACState(actor=actor, critic=critic, target_critic=target_critic, log_alpha=log_alpha)
         metrics = {
             "critic_loss": c_loss,
-            "q": jnp.mean(q),
+            "q": batch_mean(q.mean(0)),
             "actor_loss": a_loss,
             "entropy": entropy,
             "temperature": jnp.exp(log_alpha.params),

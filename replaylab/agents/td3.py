@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from replaylab.agents.base import Agent, Net, apply_grads, new_net, polyak, weighted_mean
+from replaylab.agents.base import Agent, Net, apply_grads, new_net, polyak, batch_mean
 from replaylab.agents.networks import Critics, DeterministicActor
 
 
@@ -89,7 +89,7 @@ class TD3(Agent):
         def critic_loss(params):
             q = self.critic_net.apply(params, batch.obs, batch.action)
             td = q - y
-            return 0.5 * weighted_mean((td**2).sum(0), weights), (q, td)
+            return 0.5 * batch_mean((td**2).sum(0), weights), (q, td)
 
         (c_loss, (q, td)), grads = jax.value_and_grad(critic_loss, has_aux=True)(state.critic.params)
         critic = apply_grads(state.critic, grads, optax.adam(self.cfg.critic_lr))
@@ -98,7 +98,7 @@ class TD3(Agent):
         def actor_step(_):
             def actor_loss(params):
                 a = self.actor_net.apply(params, batch.obs)
-                return -jnp.mean(self.critic_net.apply(critic.params, batch.obs, a)[0])
+                return -batch_mean(self.critic_net.apply(critic.params, batch.obs, a)[0])
 
             a_loss, g = jax.value_and_grad(actor_loss)(state.actor.params)
             actor = apply_grads(state.actor, g, optax.adam(self.cfg.actor_lr))
@@ -109,9 +109,9 @@ class TD3(Agent):
         def skip(_):
             return state.actor, state.target_actor, state.target_critic, jnp.zeros((), jnp.float32)
 
-        updated = step % self.policy_delay == 0
+        updated = jnp.asarray(step) % self.policy_delay == 0
         actor, target_actor, target_critic, a_loss = jax.lax.cond(updated, actor_step, skip, None)
         new_state = TD3State(actor=actor, critic=critic, target_actor=target_actor, target_critic=target_critic)
-        metrics = {"critic_loss": c_loss, "q": jnp.mean(q), "actor_loss": a_loss,
+        metrics = {"critic_loss": c_loss, "q": batch_mean(q.mean(0)), "actor_loss": a_loss,
                    "actor_updated": updated.astype(jnp.float32)}
         return new_state, metrics, jnp.abs(td).mean(0)

@@ -60,6 +60,10 @@ def reset_layers(old, new, last_k: int, num_layers: int):
     return jax.tree_util.tree_map_with_path(pick, old, new)
 
 
+def _stack(trees: list):
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
 class Learner:
     def __init__(self, agent: Agent, sampler: Sampler, *, capacity: int, batch_size: int,
                  replay_ratio: int, reset_layers: int = 0):
@@ -75,25 +79,42 @@ class Learner:
         self.first_action = jax.jit(jax.vmap(self._first_action_one, in_axes=(0, 0, None)),
                                     static_argnums=2, donate_argnums=0)
         self.act = jax.jit(jax.vmap(lambda s, obs: agent.act(s.agent, obs)))
-        self.reset = jax.jit(jax.vmap(self._reset_one), donate_argnums=0)
         self.refresh = jax.jit(jax.vmap(self._refresh_one), donate_argnums=0)
-        self._init = jax.jit(jax.vmap(self._init_one))
+        self._init_single = jax.jit(self._init_one)
+        self._agent_init = jax.jit(agent.init)
+        self._split_keys = jax.jit(jax.vmap(self._split_key_one), donate_argnums=0)
+        self._merge = jax.jit(jax.vmap(self._reset_merge_one), donate_argnums=0)
 
     # -- initial state ----------------------------------------------------------------
+    # Networks are initialised one seed at a time and stacked (never under the seed vmap),
+    # so a seed's initial parameters do not depend on how many seeds run together.
     def init(self, seeds: list[int]) -> SeedState:
-        keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
-        return self._init(keys)
+        return _stack([self._init_single(jax.random.PRNGKey(s)) for s in seeds])
 
     def init_shapes(self, num_seeds: int) -> SeedState:
         """Shapes and dtypes of the state without allocating it (checkpoint template)."""
-        keys = jax.ShapeDtypeStruct((num_seeds, 2), jnp.uint32)
-        return jax.eval_shape(jax.vmap(self._init_one), keys)
+        one = jax.eval_shape(self._init_one, jax.ShapeDtypeStruct((2,), jnp.uint32))
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct((num_seeds,) + x.shape, x.dtype), one)
 
     def _init_one(self, key: jax.Array) -> SeedState:
         key, k_agent = jax.random.split(key)
         storage = replay_storage.init(self.capacity, self.agent.obs_dim, self.agent.act_dim)
         return SeedState(agent=self.agent.init(k_agent), storage=storage, sampler=self.sampler.init(storage),
                          key=key, first_bad_update=jnp.asarray(-1, jnp.int32))
+
+    def reset(self, state: SeedState) -> SeedState:
+        """Re-initialise networks and optimiser state with fresh keys; keep the replay."""
+        state, keys = self._split_keys(state)
+        fresh = _stack([self._agent_init(k) for k in keys])
+        return self._merge(state, fresh)
+
+    def _reset_merge_one(self, s: SeedState, fresh) -> SeedState:
+        return s.replace(agent=reset_layers(s.agent, fresh, self.reset_layers, self.agent.num_layers))
+
+    @staticmethod
+    def _split_key_one(s: SeedState):
+        key, k = jax.random.split(s.key)
+        return s.replace(key=key), k
 
     # -- per-seed functions --------------------------------------------------------------
     def _add(self, s: SeedState, tr: Transition) -> tuple[Storage, Any]:
@@ -149,12 +170,6 @@ class Learner:
             else:
                 out[name] = jnp.mean(v)
         return out
-
-    def _reset_one(self, s: SeedState) -> SeedState:
-        """Re-initialise the networks and optimiser state with a fresh key; keep the replay."""
-        key, k = jax.random.split(s.key)
-        fresh = self.agent.init(k)
-        return s.replace(agent=reset_layers(s.agent, fresh, self.reset_layers, self.agent.num_layers), key=key)
 
     def _refresh_one(self, s: SeedState) -> SeedState:
         key, k = jax.random.split(s.key)
