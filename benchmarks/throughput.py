@@ -29,7 +29,8 @@ import numpy as np
 
 from replaylab.agents import make_agent
 from replaylab.config import AgentConfig, from_flat
-from replaylab.replay.sampler import make_sampler
+from replaylab.replay.methods import make_sampler
+from replaylab.replay.sampler import ReplaySpec
 from replaylab.replay.storage import Transition
 from replaylab.training.learner import Learner
 
@@ -49,7 +50,7 @@ def _timed(fn, seconds: float, reps: int) -> list[float]:
 
 def _filled_learner(seeds: int, rr: int, capacity: int = 100_000):
     agent = make_agent("sac", OBS, ACT, AgentConfig(), 1)
-    learner = Learner(agent, make_sampler("uniform"), capacity=capacity, batch_size=BATCH, replay_ratio=rr)
+    learner = Learner(agent, make_sampler("uniform", {}, ReplaySpec(OBS, ACT, capacity)), capacity=capacity, batch_size=BATCH, replay_ratio=rr)
     state = learner.init(list(range(seeds)))
     rng = np.random.default_rng(0)
     data = state.storage.data

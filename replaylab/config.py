@@ -21,16 +21,13 @@ from typing import Any, Mapping
 
 import yaml
 
-
 from replaylab.envs import check_env_id
 from replaylab.errors import ConfigError
+from replaylab.params import opt
+from replaylab.replay.methods import SAMPLERS, sampler_params
 
 
-def _opt(default, help: str, *, min=None, max=None, choices=None, agents=None):
-    meta = {"help": help, "min": min, "max": max, "choices": choices, "agents": agents}
-    if isinstance(default, (list, tuple)):
-        return field(default_factory=lambda: tuple(default), metadata=meta)
-    return field(default=default, metadata=meta)
+_opt = opt
 
 
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu")
@@ -63,7 +60,7 @@ class Config:
 
     env: str = _opt("Pendulum-v1", "Gymnasium id (Box actions) or dmc:DOMAIN-TASK")
     agent: str = _opt("sac", "learning algorithm", choices=("sac", "td3", "ddpg"))
-    replay: str = _opt("uniform", "replay sampler", choices=("uniform",))
+    replay: str = _opt("uniform", "replay method (replay.* sets its parameters)", choices=tuple(SAMPLERS))
     seed: int = _opt(0, "first seed; seeds are seed, seed+1, ...", min=0)
     seeds: int = _opt(1, "seeds trained at once (a vmapped axis)", min=1)
     total_steps: int = _opt(100_000, "environment steps per seed", min=1)
@@ -236,6 +233,13 @@ def from_flat(flat: Mapping[str, Any]) -> Config:
             continue  # provenance written into config.json, not settings
         else:
             raise _unknown(key)
+    method = top.get("replay", "uniform")
+    params = sampler_params(method)
+    for name in list(replay):
+        if name not in params:
+            allowed = ", ".join(f"replay.{p}" for p in params) or "none"
+            raise ConfigError(f"unknown key 'replay.{name}': replay={method} takes {allowed}")
+        replay[name] = _coerce(f"replay.{name}", replay[name], params[name])
     cfg = Config(**top, agent_cfg=AgentConfig(**agent), replay_cfg=replay)
     _check_consistency(cfg)
     return cfg
@@ -246,9 +250,6 @@ def _check_consistency(cfg: Config) -> None:
         raise ConfigError(
             f"reset_layers={cfg.reset_layers}: expected at most {len(cfg.agent_cfg.hidden_sizes) + 1} "
             "(the number of Dense layers per network)")
-    if cfg.replay_cfg:
-        k = next(iter(cfg.replay_cfg))
-        raise ConfigError(f"unknown key 'replay.{k}': replay={cfg.replay} takes no parameters")
     check_env_id(cfg.env, cfg.action_repeat)
 
 
@@ -301,6 +302,10 @@ def help_table() -> str:
         only = f" [{', '.join(f.metadata['agents'])}]" if f.metadata.get("agents") else ""
         key = f"agent.{name}"
         lines.append(f"  {key:<22} {_show(defaults[key]):<14} {f.metadata['help']}{only} ({_describe(f)})")
+    for method in SAMPLERS:
+        for name, f in sampler_params(method).items():
+            key = f"replay.{name}"
+            lines.append(f"  {key:<22} {_show(f.default):<14} {f.metadata['help']} [{method}] ({_describe(f)})")
     return "\n".join(lines)
 
 

@@ -7,14 +7,15 @@ import numpy as np
 
 from replaylab.agents import make_agent
 from replaylab.config import AgentConfig
-from replaylab.replay.sampler import make_sampler
+from replaylab.replay.methods import make_sampler
+from replaylab.replay.sampler import ReplaySpec
 from replaylab.replay.storage import Transition
 from replaylab.training.learner import Learner
 
 
 def _learner(reset_layers: int) -> tuple[Learner, object]:
     agent = make_agent("sac", 3, 2, AgentConfig(hidden_sizes=(8, 8)), 1)
-    learner = Learner(agent, make_sampler("uniform"), capacity=64, batch_size=8, replay_ratio=2,
+    learner = Learner(agent, make_sampler("uniform", {}, ReplaySpec(3, 2, 64)), capacity=64, batch_size=8, replay_ratio=2,
                       reset_layers=reset_layers)
     state = learner.init([0, 1])
     tr = Transition(obs=np.ones((2, 3), np.float32), action=np.zeros((2, 2), np.float32), reward=np.ones(2, np.float32),

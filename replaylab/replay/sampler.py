@@ -1,22 +1,24 @@
 """The sampler interface every replay method plugs into, and the uniform sampler.
 
-A sampler is a static object (its hyper-parameters) plus a pytree state of its own
+A sampler is a frozen dataclass (the method's parameters, declared with ``opt`` so that
+``replay.PARAM=...`` is validated and listed by ``--help``) plus a pytree state of its own
 (priorities, a neighbour table, centroids...). All of its methods are pure and run
 inside the compiled training step, vmapped over seeds:
 
 - ``init(storage)``: the method's initial state.
 - ``on_add(state, storage, row)``: a transition was just written at ``row``.
-- ``sample(state, storage, key, n)``: a batch, its per-sample weights and the rows used.
+- ``sample(state, storage, key, n)``: (batch, per-sample weights, rows, new state).
 - ``update(state, rows, td_errors)``: feedback from the gradient update (PER).
-- ``refresh(state, storage, key)``: periodic upkeep, called by the training loop every
-  ``refresh_interval`` environment steps (0: never).
+- ``refresh(state, storage, key)``: upkeep, called by the training loop once just before
+  learning starts and then every ``refresh_interval`` environment steps (0: never).
 
 The training loop knows nothing else about a method, so adding one touches no loop code.
+The state is part of the checkpoint, so every method resumes exactly.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import jax
 import jax.numpy as jnp
@@ -25,10 +27,29 @@ from replaylab.replay.storage import Storage, Transition, gather, uniform_indice
 
 
 @dataclass(frozen=True)
+class ReplaySpec:
+    """What a method may need to know about the run (not user parameters)."""
+
+    obs_dim: int
+    act_dim: int
+    capacity: int
+    env_id: str = ""
+
+
+@dataclass(frozen=True)
 class Sampler:
     """Base class: uniform sampling with unit weights and no state."""
 
-    refresh_interval: int = 0
+    spec: ReplaySpec
+
+    @property
+    def refresh_interval(self) -> int:
+        return 0
+
+    @classmethod
+    def params(cls) -> dict:
+        """The user parameters (``replay.NAME``) as dataclass fields."""
+        return {f.name: f for f in fields(cls) if "help" in f.metadata}
 
     def init(self, storage: Storage):
         return ()
@@ -36,9 +57,9 @@ class Sampler:
     def on_add(self, state, storage: Storage, row: jax.Array):
         return state
 
-    def sample(self, state, storage: Storage, key: jax.Array, n: int) -> tuple[Transition, jax.Array, jax.Array]:
+    def sample(self, state, storage: Storage, key: jax.Array, n: int):
         rows = uniform_indices(storage, key, n)
-        return gather(storage, rows), jnp.ones((n,), jnp.float32), rows
+        return gather(storage, rows), jnp.ones((n,), jnp.float32), rows, state
 
     def update(self, state, rows: jax.Array, td_errors: jax.Array):
         return state
@@ -47,12 +68,6 @@ class Sampler:
         return state
 
 
+@dataclass(frozen=True)
 class Uniform(Sampler):
     """Uniform replay: every stored transition is equally likely."""
-
-
-SAMPLERS: dict[str, type[Sampler]] = {"uniform": Uniform}
-
-
-def make_sampler(name: str, params: dict | None = None) -> Sampler:
-    return SAMPLERS[name](**(params or {}))

@@ -142,7 +142,8 @@ class Learner:
         def one_update(carry, i):
             agent_state, sampler_state, key, bad = carry
             key, k_sample, k_update = jax.random.split(key, 3)
-            batch, weights, rows = self.sampler.sample(sampler_state, storage, k_sample, self.batch_size)
+            batch, weights, rows, sampler_state = self.sampler.sample(sampler_state, storage, k_sample,
+                                                                      self.batch_size)
             step = step0 + i
             agent_state, metrics, td = self.agent.update(agent_state, batch, weights, k_update, step)
             sampler_state = self.sampler.update(sampler_state, rows, td)

@@ -29,7 +29,8 @@ from replaylab.agents import make_agent
 from replaylab.config import Config
 from replaylab.envs import make_env
 from replaylab.errors import RunError
-from replaylab.replay.sampler import make_sampler
+from replaylab.replay.methods import make_sampler
+from replaylab.replay.sampler import ReplaySpec
 from replaylab.replay.storage import Transition
 from replaylab.training import checkpoint
 from replaylab.training.evaluate import TRAIN_STREAM, episode_seed, evaluate
@@ -100,7 +101,8 @@ class Trainer:
                           for _ in self.seeds]
         env = self.envs[0]
         self.agent = make_agent(cfg.agent, env.obs_dim, env.act_dim, cfg.agent_cfg, cfg.policy_delay)
-        self.sampler = make_sampler(cfg.replay, dict(cfg.replay_cfg))
+        spec = ReplaySpec(obs_dim=env.obs_dim, act_dim=env.act_dim, capacity=cfg.buffer_size, env_id=cfg.env)
+        self.sampler = make_sampler(cfg.replay, dict(cfg.replay_cfg), spec)
         self.learner = Learner(self.agent, self.sampler, capacity=cfg.buffer_size, batch_size=cfg.batch_size,
                                replay_ratio=cfg.replay_ratio, reset_layers=cfg.reset_layers)
         self.columns = BASE_COLUMNS + list(self.agent.metric_names)
@@ -155,7 +157,7 @@ class Trainer:
                     h.updates += cfg.replay_ratio
                 h.pending = np.asarray(pending)
                 self._check_finite(state, h)
-                if self.sampler.refresh_interval and h.env_step % self.sampler.refresh_interval == 0:
+                if self._refresh_due(h.env_step):
                     state = self.learner.refresh(state)
                 if cfg.reset_interval and h.updates // cfg.reset_interval > h.resets_done:
                     state = self.learner.reset(state)
@@ -176,6 +178,12 @@ class Trainer:
             console.close()
             logs.close()
         return Run(self.run_dir, cfg, read_progress(csv.path), last_eval, state)
+
+    def _refresh_due(self, env_step: int) -> bool:
+        """Sampler upkeep: once just before the first update, then every refresh_interval steps."""
+        every = self.sampler.refresh_interval
+        first = max(self.cfg.warmup_steps - 1, 1)
+        return bool(every) and (env_step == first or (env_step > first and env_step % every == 0))
 
     def _step_envs(self, h: HostState) -> tuple[Transition, np.ndarray]:
         S = len(self.envs)

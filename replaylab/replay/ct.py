@@ -1,0 +1,42 @@
+"""CT, Continuous Transition (Lin et al. 2020, arXiv 2011.14487).
+
+    i ~ uniform;  j = the next step of i's episode (i itself at an episode end)
+    lam ~ Beta(alpha, alpha);  row = lam * T_i + (1 - lam) * T_j   (s, a, r, s')
+
+A pair that touches a true terminal stays the real transition. The paper tunes alpha
+automatically; like the NMER suite's baseline we keep it fixed (``replay.alpha``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+from replaylab.params import opt
+from replaylab.replay.mixing import beta, pair_or_real
+from replaylab.replay.sampler import Sampler
+from replaylab.replay.storage import Storage, gather, uniform_indices
+
+
+def next_in_episode(storage: Storage, rows: jax.Array) -> jax.Array:
+    """The row holding the next step of the same episode, or the row itself."""
+    nxt = (rows + 1) % storage.capacity
+    d = storage.data
+    same = (nxt != storage.ptr) & (nxt < storage.size) & (d.episode[nxt] == d.episode[rows]) \
+        & (d.step[nxt] == d.step[rows] + 1)
+    return jnp.where(same, nxt, rows)
+
+
+@dataclass(frozen=True)
+class CT(Sampler):
+    alpha: float = opt(0.75, "Beta(alpha, alpha) of the mixing coefficient", min=1e-3)
+
+    def sample(self, state, storage, key, n):
+        k_rows, k_lam = jax.random.split(key)
+        rows = uniform_indices(storage, k_rows, n)
+        partner = next_in_episode(storage, rows)
+        batch = pair_or_real(gather(storage, rows), gather(storage, partner), beta(k_lam, self.alpha, n),
+                             partner != rows)
+        return batch, jnp.ones((n,), jnp.float32), rows, state

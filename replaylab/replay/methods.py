@@ -1,0 +1,25 @@
+"""The registry of replay methods: ``replay=NAME`` picks one, ``replay.PARAM=...`` sets it."""
+
+from __future__ import annotations
+
+from replaylab.replay.ct import CT
+from replaylab.replay.lcer import LCERClusterCentre, LCERRandomMember
+from replaylab.replay.mixup import Mixup
+from replaylab.replay.nmer import NMER
+from replaylab.replay.noise import Noise
+from replaylab.replay.per import PER
+from replaylab.replay.s4rl import S4RL
+from replaylab.replay.sampler import ReplaySpec, Sampler, Uniform
+
+SAMPLERS: dict[str, type[Sampler]] = {
+    "uniform": Uniform, "per": PER, "ct": CT, "s4rl": S4RL, "mixup": Mixup, "noise": Noise,
+    "nmer": NMER, "lcer_cc": LCERClusterCentre, "lcer_rm": LCERRandomMember,
+}
+
+
+def sampler_params(name: str) -> dict:
+    return SAMPLERS[name].params()
+
+
+def make_sampler(name: str, params: dict, spec: ReplaySpec) -> Sampler:
+    return SAMPLERS[name](spec=spec, **params)
