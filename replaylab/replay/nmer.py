@@ -52,7 +52,8 @@ class NMERState:
     clusters: cl.Clusters
     nbrs: jax.Array  # (N, k) neighbour rows, -1 for none
     listed_at: jax.Array  # (N,) add count when the row's list was computed
-    written_at: jax.Array  # (N,) add count when the row was written
+    written_at: jax.Array  # (N,) add count when the row was written; a partner is
+    #                        valid while written_at[partner] <= listed_at[row]
     adds: jax.Array  # () transitions added so far
 
 
@@ -104,8 +105,9 @@ class NMER(Sampler):
         home = cl.nearest(c.centroids, z)[0]
         p0 = window_start(c.start[home] + c.count[home] // 2, c.clustered, self.window)
         lst = knn_in_window(storage, c, row[None], c.built[None], p0, self.window, self.k)[0]
-        return state.replace(nbrs=state.nbrs.at[row].set(lst), listed_at=state.listed_at.at[row].set(state.adds),
-                             written_at=state.written_at.at[row].set(state.adds), adds=state.adds + 1)
+        t = state.adds + 1
+        return state.replace(nbrs=state.nbrs.at[row].set(lst), listed_at=state.listed_at.at[row].set(t),
+                             written_at=state.written_at.at[row].set(t), adds=t)
 
     def refresh(self, state, storage, key):
         c = cl.rebuild(state.clusters, storage, key, self.kmeans_iters, self.kmeans_points)
@@ -127,7 +129,7 @@ class NMER(Sampler):
         rows = uniform_indices(storage, k_rows, n)
         partner = state.nbrs[rows, jax.random.randint(k_pick, (n,), 0, self.k)]
         safe = jnp.maximum(partner, 0)
-        valid = (partner >= 0) & (state.written_at[safe] < state.listed_at[rows])
+        valid = (partner >= 0) & (state.written_at[safe] <= state.listed_at[rows])
         synthetic = jax.random.uniform(k_real, (n,)) < self.p_interp
         batch = pair_or_real(gather(storage, rows), gather(storage, safe), beta(k_lam, self.alpha, n),
                              valid & synthetic)
