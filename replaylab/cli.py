@@ -1,4 +1,4 @@
-"""The ``replaylab`` command line: train, resume, eval.
+"""The ``replaylab`` command line: train, resume, eval, compare.
 
 A user's mistake prints one line, ``replaylab: error: ...``, and exits with code 2; a
 run that cannot go on (non-finite loss, no valid checkpoint) exits with code 1.
@@ -45,7 +45,73 @@ def _parser() -> argparse.ArgumentParser:
                    help="episodes per seed (default: the run's eval_episodes)")
     e.add_argument("--video", default=None, metavar="PATH",
                    help="write seed 0's first episode as a video (.gif or .mp4) where a renderer is available")
+    _compare_parser(sub)
     return p
+
+
+COMPARE_DESCRIPTION = """\
+Compare replay methods: train a grid of methods x envs x seeds, or read finished runs,
+and report the interquartile mean (IQM) of the evaluation return with 95% stratified-
+bootstrap confidence intervals (rliable) at step budgets, and learning curves.
+
+Each (method, env) cell is one run with seeds=S (trained at once), in OUT/runs/ENV-METHOD;
+cells run one after the other. Running the same command again continues an interrupted
+grid: finished cells are skipped, an unfinished one resumes from its newest checkpoint.
+"""
+
+COMPARE_EPILOG = """\
+writes:
+  OUT/summary.csv    method, metric, budget, iqm, ci_low, ci_high, n_runs
+  OUT/summary.json   the same rows, the budgets, the runs read and the grid
+  OUT/curves.png     one panel per env: mean return over seeds, band = min to max
+
+metrics, per budget B: return (the evaluation return at B, i.e. the last evaluation at or
+before B) and auc (the mean evaluation return over the evaluations at or before B); the IQM
+pools runs (seeds) x envs, so envs with larger returns weigh more.
+
+grid file (--config), YAML, TOML or JSON; options given on the command line win:
+  methods: [uniform, nmer]        envs: [Hopper-v5]         seeds: 3
+  out: runs/compare               steps: [15000, 30000]     reps: 2000
+  overrides: {total_steps: 30000, agent: sac}   # run settings, see 'replaylab train --help'
+
+examples:
+  replaylab compare --methods uniform,nmer,lcer_rm,ct --envs InvertedDoublePendulum-v5,Hopper-v5 \\
+      --seeds 3 --out runs/compare total_steps=30000 agent=sac
+  replaylab compare --config configs/compare.yaml
+  replaylab compare --runs runs/compare/runs runs/hopper-per --out runs/report --steps 10000,30000
+"""
+
+
+def _compare_parser(sub) -> None:
+    from replaylab.analysis.aggregate import DEFAULT_REPS
+    from replaylab.analysis.compare import DEFAULT_OUT, DEFAULT_SEEDS
+    from replaylab.replay.methods import SAMPLERS
+
+    c = sub.add_parser("compare", help="compare replay methods: IQM with 95%% CIs and learning curves",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, description=COMPARE_DESCRIPTION,
+                       epilog=COMPARE_EPILOG,
+                       usage="replaylab compare (--methods M,... --envs E,... | --config FILE | --runs DIR [DIR ...])"
+                             " [options] [key=value ...]")
+    c.add_argument("--methods", metavar="M,...",
+                   help=f"replay methods, comma-separated, from: {', '.join(SAMPLERS)} "
+                        "(default: none; needed unless --config or --runs gives them)")
+    c.add_argument("--envs", metavar="E,...",
+                   help="environments, comma-separated, e.g. Hopper-v5,dmc:cheetah-run "
+                        "(default: none; needed unless --config or --runs gives them)")
+    c.add_argument("--seeds", metavar="S", help=f"seeds per cell, trained at once (default: {DEFAULT_SEEDS})")
+    c.add_argument("--out", metavar="OUT", help=f"output folder (default: {DEFAULT_OUT})")
+    c.add_argument("--steps", metavar="B,...",
+                   help="step budgets to report, comma-separated integers (default: the last evaluation step "
+                        "all runs reached, and its half)")
+    c.add_argument("--reps", metavar="N", help=f"bootstrap resamples per interval (default: {DEFAULT_REPS})")
+    c.add_argument("--config", metavar="FILE",
+                   help="read the grid (methods, envs, seeds, out, steps, reps, overrides) from a file "
+                        "(default: none)")
+    c.add_argument("--runs", nargs="+", metavar="DIR",
+                   help="only report on finished runs: each DIR is a run directory or a folder of them; "
+                        "trains nothing (default: none)")
+    c.add_argument("settings", nargs="*", metavar="key=value",
+                   help="run settings shared by every cell, as for 'replaylab train' (default: none)")
 
 
 def _train(settings: list[str]):
@@ -65,6 +131,26 @@ def _report(run) -> None:
     spread = f" +- {r.std():.1f}" if len(r) > 1 else ""
     print(f"final return (mean over {len(r)} seed{'s' if len(r) > 1 else ''}): {r.mean():.1f}{spread}")
     print(f"run directory: {run.run_dir}")
+
+
+def _compare(args) -> None:
+    from replaylab.analysis import compare
+    from replaylab.config import parse_overrides
+
+    reps = compare.parse_int(args.reps, "--reps") if args.reps is not None else None
+    steps = compare.parse_steps(args.steps) if args.steps is not None else None
+    if args.runs:
+        given = [opt for opt, v in (("--methods", args.methods), ("--envs", args.envs), ("--seeds", args.seeds),
+                                    ("--config", args.config)) if v is not None]
+        if given or args.settings:
+            raise ConfigError(f"--runs reports on finished runs and trains nothing; it cannot be combined with "
+                              f"{', '.join(given + (['key=value settings'] if args.settings else []))}")
+        compare.report_runs(args.runs, args.out or compare.DEFAULT_OUT, steps,
+                            reps if reps is not None else compare.DEFAULT_REPS)
+        return
+    file_values = compare.load_grid_file(args.config) if args.config else None
+    options = dict(methods=args.methods, envs=args.envs, seeds=args.seeds, out=args.out, steps=steps, reps=reps)
+    compare.run_grid(compare.resolve_grid(file_values, options, parse_overrides(args.settings)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,6 +174,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"seed {s}: return {r.mean():.1f} +- {r.std():.1f} over {len(r)} episodes")
             if args.video:
                 print(f"video: {Path(args.video)}")
+        elif args.command == "compare":
+            try:
+                _compare(args)
+            except KeyboardInterrupt:
+                print("\ninterrupted; run the same 'replaylab compare' command again to continue "
+                      "(finished runs are skipped)", file=sys.stderr)
+                return 130
     except ConfigError as e:
         print(f"replaylab: error: {e}", file=sys.stderr)
         return 2

@@ -57,21 +57,36 @@ class NMERState:
     adds: jax.Array  # () transitions added so far
 
 
-def knn_in_window(storage, clusters, q_rows, q_valid, p0, window: int, k: int):
-    """Exact kNN of ``q_rows`` among the sorted rows at positions [p0, p0 + window)."""
-    pos = p0 + jnp.arange(window)
+def knn_in_windows(storage, clusters, q_rows, q_valid, starts, width: int, k: int):
+    """Exact kNN of ``q_rows`` among the sorted rows in the windows [start, start + width)."""
     n = clusters.clustered
+    pos = (starts[:, None] + jnp.arange(width)[None, :]).reshape(-1)
+    probe = jnp.repeat(jnp.arange(starts.shape[0]), width)
+    # a position also covered by an earlier window is a duplicate
+    earlier = (pos[:, None] >= starts[None, :]) & (pos[:, None] < starts[None, :] + width) \
+        & (jnp.arange(starts.shape[0])[None, :] < probe[:, None])
     c_rows = clusters.order[jnp.minimum(pos, storage.capacity - 1)]
     zq = cl.normalise(clusters, cl.features(storage, q_rows))
     zc = cl.normalise(clusters, cl.features(storage, c_rows))
     d2 = cl.sq_dists(zq, zc)
-    bad = (pos[None, :] >= n) | (c_rows[None, :] == q_rows[:, None]) | ~q_valid[:, None]
+    bad = ((pos >= n) | jnp.any(earlier, axis=1))[None, :] | (c_rows[None, :] == q_rows[:, None]) \
+        | ~q_valid[:, None]
     neg, idx = jax.lax.top_k(-jnp.where(bad, jnp.inf, d2), k)
     return jnp.where(jnp.isfinite(neg), c_rows[idx], -1)
 
 
-def window_start(centre, n, window: int):
-    return jnp.clip(centre - window // 2, 0, jnp.maximum(n - window, 0))
+def probe_starts(clusters, homes, n, width: int):
+    """Window starts centred on each probed cluster's slice of the sorted order."""
+    centre = clusters.start[homes] + clusters.count[homes] // 2
+    starts = jnp.clip(centre - width // 2, 0, jnp.maximum(n - width, 0))
+    tiled = jnp.arange(homes.shape[-1]) * width  # the windows cover a small buffer exactly
+    return jnp.where(n <= width * homes.shape[-1], tiled, starts)
+
+
+def nearest_clusters(clusters, z, probes: int):
+    d2 = cl.sq_dists(z, clusters.centroids)
+    d2 = jnp.where(clusters.count[None, :] > 0, d2, jnp.inf)
+    return jax.lax.top_k(-d2, probes)[1]
 
 
 @dataclass(frozen=True)
@@ -81,6 +96,7 @@ class NMER(Sampler):
     p_interp: float = opt(1.0, "share of rows that are synthetic; the rest stay real", min=0.0, max=1.0)
     refresh_every: int = opt(1000, "env steps between rebuilds of the neighbour table", min=1)
     window: int = opt(1024, "candidate rows per neighbour search (in cluster order)", min=2)
+    probes: int = opt(4, "nearest clusters searched; the window is split among them", min=1)
     cluster_size: int = opt(256, "target rows per k-means cluster of the index", min=1)
     kmeans_iters: int = opt(5, "Lloyd iterations per rebuild (warm-started)", min=0)
     kmeans_points: int = opt(65536, "rows the k-means is fitted on per rebuild", min=1)
@@ -93,6 +109,15 @@ class NMER(Sampler):
     def num_clusters(self) -> int:
         return max(1, self.spec.capacity // self.cluster_size)
 
+    @property
+    def num_probes(self) -> int:
+        return min(self.probes, self.num_clusters)
+
+    @property
+    def width(self) -> int:
+        """Rows per probed window."""
+        return max(self.window // self.num_probes, 1)
+
     def init(self, storage):
         N = storage.capacity
         return NMERState(clusters=cl.init(N, self.spec.obs_dim + self.spec.act_dim, self.num_clusters),
@@ -102,9 +127,9 @@ class NMER(Sampler):
     def on_add(self, state, storage, row):
         c = state.clusters
         z = cl.normalise(c, cl.features(storage, row[None]))
-        home = cl.nearest(c.centroids, z)[0]
-        p0 = window_start(c.start[home] + c.count[home] // 2, c.clustered, self.window)
-        lst = knn_in_window(storage, c, row[None], c.built[None], p0, self.window, self.k)[0]
+        homes = nearest_clusters(c, z, self.num_probes)[0]
+        starts = probe_starts(c, homes, c.clustered, self.width)
+        lst = knn_in_windows(storage, c, row[None], c.built[None], starts, self.width, self.k)[0]
         t = state.adds + 1
         return state.replace(nbrs=state.nbrs.at[row].set(lst), listed_at=state.listed_at.at[row].set(t),
                              written_at=state.written_at.at[row].set(t), adds=t)
@@ -112,13 +137,15 @@ class NMER(Sampler):
     def refresh(self, state, storage, key):
         c = cl.rebuild(state.clusters, storage, key, self.kmeans_iters, self.kmeans_points)
         n, N = c.clustered, storage.capacity
+        near = nearest_clusters(c, c.centroids, self.num_probes)  # each cluster's nearest clusters
 
         def tile(t, nbrs):
             pos = t * TILE + jnp.arange(TILE)
             q_valid = pos < n
             q_rows = c.order[jnp.minimum(pos, N - 1)]
-            p0 = window_start(t * TILE + TILE // 2, n, self.window)
-            lists = knn_in_window(storage, c, q_rows, q_valid, p0, self.window, self.k)
+            middle = c.label[c.order[jnp.minimum(t * TILE + TILE // 2, jnp.maximum(n - 1, 0))]]
+            starts = probe_starts(c, near[jnp.minimum(middle, c.num - 1)], n, self.width)
+            lists = knn_in_windows(storage, c, q_rows, q_valid, starts, self.width, self.k)
             return nbrs.at[jnp.where(q_valid, q_rows, N)].set(lists, mode="drop")
 
         nbrs = jax.lax.fori_loop(0, (n + TILE - 1) // TILE, tile, state.nbrs)

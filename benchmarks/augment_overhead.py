@@ -1,0 +1,182 @@
+"""Cost of every replay method per SAC update, against uniform, side by side in one run.
+
+HalfCheetah dimensions (obs 17, act 6), batch 256, 2x256 networks, one seed; buffers of
+100k and 1M rows filled with real HalfCheetah-v5 transitions (random actions; beyond the
+first 100k the data is repeated with 1% jitter). For each method, buffer size and replay
+ratio RR it times the per-env-step compiled call (add one transition, RR updates) and
+one index upkeep (``refresh``: NMER's neighbour-table rebuild, LCER's k-means refit), and
+reports the time per update with the upkeep amortised over its interval:
+
+    per_update = (step_time + refresh_time / refresh_interval) / RR
+
+For NMER it also measures the neighbour table's recall@k against brute force on 200
+random rows. Prints a table and writes benchmarks/results/augment_overhead.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from replaylab.agents import make_agent
+from replaylab.config import AgentConfig
+from replaylab.replay import clusters as cl
+from replaylab.replay.methods import SAMPLERS, make_sampler
+from replaylab.replay.sampler import ReplaySpec
+from replaylab.replay.storage import Transition
+from replaylab.training.learner import Learner
+
+OBS, ACT, BATCH = 17, 6, 256
+
+
+def halfcheetah_data(n: int, real: int = 100_000) -> dict[str, np.ndarray]:
+    env = gym.make("HalfCheetah-v5")
+    rng = np.random.default_rng(0)
+    m = min(n, real)
+    out = {"obs": np.empty((m, OBS), np.float32), "action": np.empty((m, ACT), np.float32),
+           "reward": np.empty(m, np.float32), "next_obs": np.empty((m, OBS), np.float32),
+           "episode": np.empty(m, np.int32), "step": np.empty(m, np.int32)}
+    obs, _ = env.reset(seed=0)
+    ep, t = 0, 0
+    for i in range(m):
+        a = rng.uniform(-1, 1, ACT).astype(np.float32)
+        nxt, r, term, trunc, _ = env.step(a)
+        for k, v in (("obs", obs), ("action", a), ("reward", r), ("next_obs", nxt), ("episode", ep), ("step", t)):
+            out[k][i] = v
+        obs, t = nxt, t + 1
+        if term or trunc:
+            obs, _ = env.reset(seed=ep + 1)
+            ep, t = ep + 1, 0
+    if n > m:
+        reps = -(-n // m)
+        for k in out:
+            x = np.concatenate([out[k]] * reps)[:n]
+            if x.dtype == np.float32:
+                x = x * (1 + 0.01 * rng.standard_normal(x.shape).astype(np.float32))
+            out[k] = x
+    return out
+
+
+def filled_state(learner: Learner, sampler, data: dict, n: int):
+    state = learner.init([0])
+    put = {k: jnp.asarray(v[None]) for k, v in data.items()}
+    d = state.storage.data
+    d = d.replace(obs=put["obs"], action=put["action"], reward=put["reward"], next_obs=put["next_obs"],
+                  episode=put["episode"], step=put["step"])
+    state = state.replace(storage=state.storage.replace(data=d, size=jnp.full((1,), n, jnp.int32)))
+    if hasattr(sampler, "alpha") and type(sampler).__name__ == "PER":  # give the stored rows priorities
+        state = state.replace(sampler=jax.jit(jax.vmap(lambda s: sampler.update(
+            s, jnp.arange(n), jnp.ones((n,))))) (state.sampler))
+    return state
+
+
+def measure(method: str, n: int, rr: int, data: dict, seconds: float) -> dict:
+    agent = make_agent("sac", OBS, ACT, AgentConfig(), 1)
+    sampler = make_sampler(method, {}, ReplaySpec(OBS, ACT, n, "HalfCheetah-v5"))
+    learner = Learner(agent, sampler, capacity=n, batch_size=BATCH, replay_ratio=rr)
+    state = filled_state(learner, sampler, data, n)
+    out = {"method": method, "buffer": n, "rr": rr, "refresh_s": 0.0, "refresh_interval": sampler.refresh_interval}
+    if sampler.refresh_interval:
+        state = learner.refresh(state)  # compile
+        jax.block_until_ready(state)
+        times = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            state = learner.refresh(state)
+            jax.block_until_ready(state)
+            times.append(time.perf_counter() - t0)
+        out["refresh_s"] = min(times)
+    i = np.arange(1)
+    tr = Transition(obs=data["obs"][i], action=data["action"][i], reward=data["reward"][i],
+                    next_obs=data["next_obs"][i], terminated=np.zeros(1, bool), episode=np.zeros(1, np.int32),
+                    step=np.zeros(1, np.int32))
+    obs = data["obs"][i]
+    step = 0
+    for _ in range(3):
+        state, a, _ = learner.train(state, tr, obs, np.int32(step))
+        np.asarray(a)
+    reps = []
+    for _ in range(3):
+        calls, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            state, a, _ = learner.train(state, tr, obs, np.int32(step))
+            np.asarray(a)
+            calls += 1
+        reps.append((time.perf_counter() - t0) / calls)
+    out["step_ms"] = statistics.median(reps) * 1e3
+    amort = out["refresh_s"] * 1e3 / sampler.refresh_interval if sampler.refresh_interval else 0.0
+    out["per_update_ms"] = (out["step_ms"] + amort) / rr
+    if method == "nmer":
+        out.update(nmer_recall(state, sampler, n))
+    return out
+
+
+def nmer_recall(state, sampler, n: int, queries: int = 200) -> dict:
+    """recall@k of the neighbour table, and the mean distance of the listed neighbours
+    over that of the exact k nearest (1.0 is exact; random partners give the last ratio)."""
+    s = jax.tree.map(lambda x: x[0], state)
+    c = s.sampler.clusters
+    z = np.asarray(cl.normalise(c, cl.features(s.storage)))[:n]
+    rows = np.random.default_rng(1).choice(n, queries, replace=False)
+    hits, ratio, rand = 0, [], []
+    for r in rows:
+        d = np.sqrt(((z - z[r]) ** 2).sum(1))
+        d[r] = np.inf
+        true = np.argpartition(d, sampler.k)[: sampler.k]
+        found = np.asarray(s.sampler.nbrs[r])
+        hits += len(set(true.tolist()) & set(found.tolist()))
+        ratio.append(d[found].mean() / d[true].mean())
+        rand.append(d[np.isfinite(d)].mean() / d[true].mean())
+    return {"recall": hits / (queries * sampler.k), "dist_ratio": float(np.median(ratio)),
+            "random_dist_ratio": float(np.median(rand))}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="100000,1000000")
+    p.add_argument("--rrs", default="1,20")
+    p.add_argument("--methods", default=",".join(SAMPLERS))
+    p.add_argument("--seconds", type=float, default=1.5, help="timed seconds per repetition (3 repetitions)")
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "augment_overhead.json"))
+    args = p.parse_args()
+    sizes = [int(x) for x in args.sizes.split(",")]
+    rrs = [int(x) for x in args.rrs.split(",")]
+    methods = args.methods.split(",")
+    rows = []
+    for n in sizes:
+        t0 = time.perf_counter()
+        data = halfcheetah_data(n)
+        print(f"# {n} rows of HalfCheetah data in {time.perf_counter() - t0:.1f} s", flush=True)
+        for rr in rrs:
+            base = None
+            for m in methods:
+                r = measure(m, n, rr, data, args.seconds)
+                base = r["per_update_ms"] if m == "uniform" else base
+                r["vs_uniform"] = r["per_update_ms"] / base if base else None
+                rows.append(r)
+                rec = (f"  recall@k {r['recall']:.3f}, distance {r['dist_ratio']:.3f}x exact "
+                       f"(random {r['random_dist_ratio']:.2f}x)") if "recall" in r else ""
+                ratio = f"{r['vs_uniform']:.2f}x" if r["vs_uniform"] else "-"
+                print(f"{n:>8} RR{rr:<3} {m:<9} step {r['step_ms']:8.2f} ms  refresh {r['refresh_s']:6.2f} s "
+                      f"every {r['refresh_interval']:>5}  per update {r['per_update_ms']:6.2f} ms  {ratio}{rec}",
+                      flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "jax": jax.__version__,
+                               "rows": rows}, indent=1))
+    tmp.replace(out)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

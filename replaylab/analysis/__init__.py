@@ -1,0 +1,11 @@
+"""Comparing replay methods: load finished runs, aggregate them with rliable, plot them.
+
+- :mod:`replaylab.analysis.aggregate` reads run directories into records and computes the
+  interquartile mean (IQM) with stratified-bootstrap confidence intervals;
+- :mod:`replaylab.analysis.plot` draws the learning curves;
+- :mod:`replaylab.analysis.compare` runs a grid of methods x envs x seeds and reports.
+"""
+
+from replaylab.analysis.aggregate import RunRecord, aggregate, find_run_dirs, load_runs
+
+__all__ = ["RunRecord", "aggregate", "find_run_dirs", "load_runs"]

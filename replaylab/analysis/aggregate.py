@@ -1,0 +1,322 @@
+"""Load finished run directories and aggregate their evaluation returns per method.
+
+A run directory trains S seeds at once; each seed is one *run* in the sense of rliable.
+For every method the scores form a matrix of shape (runs, tasks), the tasks being the
+environments, and two metrics are computed at each step budget B:
+
+- ``return``: the evaluation return at B (the last evaluation at or before B);
+- ``auc``: the area under the learning curve up to B, normalised to a mean return: the
+  mean of the evaluation returns at steps <= B.
+
+Each is reported as the interquartile mean (IQM, the mean of the middle 50% of all
+runs x tasks scores) with a 95% stratified-bootstrap confidence interval, computed with
+``rliable``. The bootstrap is seeded, so the same runs always give the same table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from replaylab.errors import ConfigError
+from replaylab.training.logs import read_progress
+
+METRICS = ("return", "auc")
+COLUMNS = ("method", "metric", "budget", "iqm", "ci_low", "ci_high", "n_runs")
+DEFAULT_REPS = 2000
+CONFIDENCE = 0.95
+BOOTSTRAP_SEED = 0
+
+# Settings that do not change what a run learns: runs differing only in these pool silently.
+_NOT_SETTINGS = {"env", "seed", "seeds", "run_dir", "total_steps", "checkpoint_interval", "tensorboard", "wandb",
+                 "wandb_mode", "wandb_project", "progress_bar", "replaylab_version", "git_commit"}
+
+
+@dataclass
+class RunRecord:
+    """One run directory: its settings and one learning curve per seed."""
+
+    run_dir: Path
+    config: dict[str, Any]
+    curves: dict[int, list[tuple[int, float]]]  # seed -> [(env_step, return_mean)], by step
+    method: str = ""  # the label it is reported under, see label_methods
+
+    @property
+    def env(self) -> str:
+        return str(self.config["env"])
+
+    @property
+    def replay(self) -> str:
+        return str(self.config["replay"])
+
+    @property
+    def agent(self) -> str:
+        return str(self.config["agent"])
+
+    @property
+    def total_steps(self) -> int:
+        return int(self.config["total_steps"])
+
+    @property
+    def last_step(self) -> int:
+        """The newest evaluation step every seed of this run has reached."""
+        return min(c[-1][0] for c in self.curves.values())
+
+    @property
+    def finished(self) -> bool:
+        return self.last_step >= self.total_steps
+
+
+# -- reading ------------------------------------------------------------------------------
+
+def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
+    """Each path is a run directory (holds config.json) or a folder with run directories in it."""
+    found: list[Path] = []
+    for p in paths:
+        path = Path(p)
+        if not path.exists():
+            raise ConfigError(f"--runs {p}: no such directory")
+        if not path.is_dir():
+            raise ConfigError(f"--runs {p}: not a directory")
+        if (path / "config.json").is_file():
+            found.append(path)
+            continue
+        inside = []
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            if "config.json" in files:
+                inside.append(Path(root))
+                dirs.clear()  # a run directory holds no further runs
+        if not inside:
+            raise ConfigError(f"--runs {p}: no replaylab run directory (a folder with config.json) in it")
+        found.extend(inside)
+    unique: dict[Path, Path] = {}
+    for d in found:
+        unique.setdefault(d.resolve(), d)
+    return list(unique.values())
+
+
+def load_run(run_dir: str | Path) -> RunRecord:
+    """Read config.json and progress.csv of one run directory."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise ConfigError(f"run {run_dir}: no config.json here; is it a replaylab run directory?")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"run {run_dir}: config.json cannot be parsed ({e})") from None
+    if not isinstance(config, dict) or not all(k in config for k in ("env", "agent", "replay", "total_steps")):
+        raise ConfigError(f"run {run_dir}: config.json lacks env, agent, replay or total_steps")
+    progress = run_dir / "progress.csv"
+    if not progress.is_file():
+        raise ConfigError(f"run {run_dir}: no progress.csv; the run has not been evaluated yet")
+    try:
+        rows = read_progress(progress)
+    except (OSError, csv.Error, UnicodeDecodeError) as e:
+        raise ConfigError(f"run {run_dir}: progress.csv cannot be read ({e})") from None
+    curves: dict[int, list[tuple[int, float]]] = {}
+    for i, r in enumerate(rows):
+        step, seed, ret = r.get("env_step"), r.get("seed"), r.get("return_mean")
+        if not isinstance(step, int) or not isinstance(seed, int) or not isinstance(ret, (int, float)):
+            raise ConfigError(f"run {run_dir}: progress.csv row {i + 2} lacks a numeric env_step, seed or "
+                              "return_mean")
+        curves.setdefault(seed, []).append((step, float(ret)))
+    if not curves:
+        raise ConfigError(f"run {run_dir}: progress.csv has no evaluations yet")
+    for c in curves.values():
+        c.sort()
+    return RunRecord(run_dir=run_dir, config=config, curves=dict(sorted(curves.items())))
+
+
+def label_methods(records: Sequence[RunRecord]) -> None:
+    """Label each run by its replay method, prefixed by the agent where the runs use several."""
+    several_agents = len({r.agent for r in records}) > 1
+    for r in records:
+        r.method = f"{r.agent}-{r.replay}" if several_agents else r.replay
+
+
+def load_runs(run_dirs: Iterable[str | Path], warn: Callable[[str], None] | None = None) -> list[RunRecord]:
+    """Load and label run directories; warn about unfinished runs and about pooling runs whose
+    settings differ beyond their seeds."""
+    warn = warn or _stderr
+    records = [load_run(d) for d in run_dirs]
+    if not records:
+        raise ConfigError("no run directories to compare")
+    label_methods(records)
+    for r in records:
+        if not r.finished:
+            warn(f"run {r.run_dir} is not finished (step {r.last_step} of {r.total_steps}); "
+                 "using its evaluations so far")
+    groups: dict[tuple[str, str], list[RunRecord]] = {}
+    for r in records:
+        groups.setdefault((r.method, r.env), []).append(r)
+    for (method, env), group in groups.items():
+        for key in sorted(set().union(*(g.config for g in group)) - _NOT_SETTINGS):
+            values = {json.dumps(g.config.get(key), sort_keys=True) for g in group}
+            if len(values) > 1:
+                warn(f"method {method} on {env} pools runs with different {key} ({', '.join(sorted(values))})")
+    return records
+
+
+def _stderr(msg: str) -> None:
+    print(f"replaylab: warning: {msg}", file=sys.stderr)
+
+
+# -- budgets and scores -----------------------------------------------------------------------
+
+def default_budgets(records: Sequence[RunRecord]) -> list[int]:
+    """The last evaluation step all runs reached, and its half: the newest evaluation step all
+    runs share at or before half of it (half itself if they share none, as long as every run
+    was evaluated by then)."""
+    last = min(r.last_step for r in records)
+    half = last // 2
+    common = set.intersection(*({step for step, _ in c} for r in records for c in r.curves.values()))
+    shared = [s for s in common if s <= half]
+    if shared:
+        half = max(shared)
+    first = max(c[0][0] for r in records for c in r.curves.values())
+    return [half, last] if first <= half < last else [last]
+
+
+def check_budgets(records: Sequence[RunRecord], budgets: Sequence[int]) -> None:
+    for b in budgets:
+        for r in records:
+            first = max(c[0][0] for c in r.curves.values())
+            if b < first:
+                raise ConfigError(f"--steps {b}: run {r.run_dir} has no evaluation at or before step {b} "
+                                  f"(its first is at step {first})")
+            if b > r.last_step:
+                raise ConfigError(f"--steps {b}: run {r.run_dir} only reached step {r.last_step}")
+
+
+def curve_score(curve: Sequence[tuple[int, float]], budget: int, metric: str) -> float:
+    """``return``: the last evaluation at or before ``budget``; ``auc``: the mean of all of them."""
+    upto = [ret for step, ret in curve if step <= budget]
+    if not upto:
+        raise ConfigError(f"--steps {budget}: a run has no evaluation at or before step {budget}")
+    if metric == "return":
+        return upto[-1]
+    if metric == "auc":
+        return float(np.mean(upto))
+    raise ValueError(f"unknown metric {metric!r}")
+
+
+def score_matrices(records: Sequence[RunRecord], budget: int, metric: str, envs: Sequence[str],
+                   methods: Sequence[str], warn: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
+    """{method: (runs, tasks) scores}; runs are sorted by (seed, run directory) so the matrix does
+    not depend on the order the directories were given in."""
+    warn = warn or _stderr
+    out = {}
+    for m in methods:
+        columns = []
+        for env in envs:
+            cells = sorted(((seed, str(r.run_dir), curve) for r in records if r.method == m and r.env == env
+                            for seed, curve in r.curves.items()), key=lambda x: x[:2])
+            if not cells:
+                raise ConfigError(f"method {m} has no runs on {env}; every method needs runs on every env")
+            columns.append([curve_score(curve, budget, metric) for _, _, curve in cells])
+        n = min(len(c) for c in columns)
+        if any(len(c) != n for c in columns) and warn is not None:
+            counts = ", ".join(f"{env}: {len(c)}" for env, c in zip(envs, columns))
+            warn(f"method {m} has unequal runs per env ({counts}); using the first {n} of each")
+        out[m] = np.array([c[:n] for c in columns], dtype=np.float64).T
+    return out
+
+
+def iqm(scores: np.ndarray) -> float:
+    """Interquartile mean over all runs and tasks (rliable's aggregate_iqm)."""
+    from rliable import metrics
+
+    return float(metrics.aggregate_iqm(np.asarray(scores, dtype=np.float64)))
+
+
+def iqm_interval(scores: np.ndarray, reps: int = DEFAULT_REPS, confidence: float = CONFIDENCE,
+                 seed: int = BOOTSTRAP_SEED) -> tuple[float, float, float]:
+    """(IQM, CI low, CI high) with a stratified bootstrap over runs within each task.
+
+    rliable draws its bootstrap indices from NumPy's global generator; it is seeded here and
+    restored afterwards, so the interval is reproducible and the caller's stream untouched.
+    """
+    from rliable import library, metrics
+
+    scores = np.asarray(scores, dtype=np.float64)
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        point, interval = library.get_interval_estimates(
+            {"m": scores}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps,
+            confidence_interval_size=confidence)
+    finally:
+        np.random.set_state(saved)
+    lo, hi = np.asarray(interval["m"], dtype=np.float64).reshape(2)
+    return float(np.asarray(point["m"]).reshape(())), float(lo), float(hi)
+
+
+def aggregate(records: Sequence[RunRecord], budgets: Sequence[int] | None = None, reps: int = DEFAULT_REPS,
+              methods: Sequence[str] | None = None, warn: Callable[[str], None] | None = None) -> list[dict]:
+    """The summary table: one row per (method, metric, budget), columns ``COLUMNS``."""
+    if not records:
+        raise ConfigError("no run directories to compare")
+    envs = sorted({r.env for r in records})
+    present = list(dict.fromkeys(r.method for r in records))
+    methods = [m for m in methods if m in present] + [m for m in present if m not in methods] if methods \
+        else sorted(present)
+    budgets = sorted(set(budgets)) if budgets else default_budgets(records)
+    check_budgets(records, budgets)
+    rows = []
+    for metric in METRICS:
+        for budget in budgets:
+            # warn about unequal run counts once, for the first matrix only
+            mats = score_matrices(records, budget, metric, envs, methods,
+                                  warn=warn if (metric, budget) == (METRICS[0], budgets[0]) else None)
+            for m in methods:
+                point, lo, hi = iqm_interval(mats[m], reps=reps)
+                rows.append(dict(method=m, metric=metric, budget=int(budget), iqm=point, ci_low=lo, ci_high=hi,
+                                 n_runs=int(mats[m].shape[0])))
+    order = {m: i for i, m in enumerate(methods)}
+    rows.sort(key=lambda r: (order[r["method"]], METRICS.index(r["metric"]), r["budget"]))
+    return rows
+
+
+# -- output -------------------------------------------------------------------------------------
+
+def table_csv(rows: Sequence[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: repr(v) if isinstance(v, float) else v for k, v in r.items() if k in COLUMNS})
+    return buf.getvalue()
+
+
+def table_text(rows: Sequence[dict]) -> str:
+    """The table as aligned text for the console."""
+    head = ["method", "metric", "budget", "IQM", "95% CI", "runs"]
+    body = [[r["method"], r["metric"], str(r["budget"]), f"{r['iqm']:.1f}",
+             f"[{r['ci_low']:.1f}, {r['ci_high']:.1f}]", str(r["n_runs"])] for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    right = {2, 3, 5}
+
+    def fmt(line):
+        return "  ".join(x.rjust(w) if i in right else x.ljust(w) for i, (x, w) in enumerate(zip(line, widths)))
+
+    return "\n".join([fmt(head)] + [fmt(b) for b in body]).rstrip() + "\n"
+
+
+def runs_summary(records: Sequence[RunRecord]) -> list[dict]:
+    return [dict(run_dir=str(r.run_dir), method=r.method, env=r.env, agent=r.agent, replay=r.replay,
+                 seeds=list(r.curves), last_step=r.last_step, total_steps=r.total_steps) for r in records]
+
+
+__all__ = ["RunRecord", "METRICS", "COLUMNS", "DEFAULT_REPS", "find_run_dirs", "load_run", "load_runs",
+           "label_methods", "default_budgets", "curve_score", "score_matrices", "iqm", "iqm_interval", "aggregate",
+           "table_csv", "table_text", "runs_summary"]

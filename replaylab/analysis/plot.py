@@ -1,0 +1,84 @@
+"""Learning curves of several methods: one panel per env, one line per method.
+
+The line is the mean evaluation return over a method's runs (seeds) and the band spans
+their minimum to maximum. Drawn with matplotlib's Agg canvas directly, so no global
+backend is changed, and written atomically (temp file, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from replaylab.analysis.aggregate import RunRecord
+
+
+def method_curve(records: Sequence[RunRecord], method: str, env: str) -> tuple[np.ndarray, ...]:
+    """(steps, mean, min, max) over every seed of ``method`` on ``env``.
+
+    Steps where only some seeds were evaluated (runs with different eval_interval or an
+    unfinished run) use the seeds evaluated there.
+    """
+    by_step: dict[int, list[float]] = {}
+    for r in records:
+        if r.method == method and r.env == env:
+            for curve in r.curves.values():
+                for step, ret in curve:
+                    by_step.setdefault(step, []).append(ret)
+    steps = np.array(sorted(by_step), dtype=np.int64)
+    vals = [np.asarray(by_step[s]) for s in steps]
+    return (steps, np.array([v.mean() for v in vals]), np.array([v.min() for v in vals]),
+            np.array([v.max() for v in vals]))
+
+
+def plot_curves(records: Sequence[RunRecord], path: str | Path, methods: Sequence[str] | None = None,
+                title: str | None = None) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    envs = sorted({r.env for r in records})
+    present = list(dict.fromkeys(r.method for r in records))
+    methods = [m for m in (methods or sorted(present)) if m in present]
+    ncols = min(len(envs), 3)
+    nrows = math.ceil(len(envs) / ncols)
+    fig = Figure(figsize=(4.8 * ncols, 3.6 * nrows + 0.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    colors = [f"C{i % 10}" for i in range(len(methods))]
+    for ax, env in zip(axes, envs):
+        for method, color in zip(methods, colors):
+            steps, mean, lo, hi = method_curve(records, method, env)
+            if not len(steps):
+                continue
+            n = sum(len(r.curves) for r in records if r.method == method and r.env == env)
+            ax.plot(steps, mean, color=color, lw=1.8, marker="o" if len(steps) == 1 else None,
+                    label=f"{method} ({n} seed{'s' if n != 1 else ''})")
+            ax.fill_between(steps, lo, hi, color=color, alpha=0.2, lw=0)
+        ax.set_title(env)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("evaluation return")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small", loc="best")
+    for ax in axes[len(envs):]:
+        ax.set_visible(False)
+    fig.suptitle(title or "evaluation return: mean over seeds, band = min to max")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            fig.savefig(f, format="png", dpi=110)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+__all__ = ["method_curve", "plot_curves"]

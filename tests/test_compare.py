@@ -1,0 +1,197 @@
+"""`replaylab compare`: a real (tiny) grid through the CLI, its report, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from replaylab.analysis.aggregate import RunRecord, curve_score, default_budgets, iqm, iqm_interval
+from replaylab.cli import main
+from replaylab.training.logs import read_progress
+from tests.conftest import cli, overrides
+
+GRID_SETTINGS = {
+    "total_steps": 600,
+    "warmup_steps": 200,
+    "eval_interval": 300,
+    "eval_episodes": 1,
+    "buffer_size": 1000,
+    "batch_size": 32,
+    "checkpoint_interval": 0,
+    "progress_bar": False,
+    "tensorboard": False,
+    "agent.hidden_sizes": [16, 16],
+}
+GRID_ARGS = ["--methods", "uniform,mixup", "--envs", "Pendulum-v1", "--seeds", "2", "--reps", "300"]
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare") / "out"
+    r = cli("compare", *GRID_ARGS, "--out", str(out), *overrides(GRID_SETTINGS))
+    assert r.returncode == 0, r.stderr
+    return out, r
+
+
+def _csv_rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and data[-8:-4] == b"IEND"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_grid_trains_one_run_per_cell_and_reports(grid):
+    out, r = grid
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["Pendulum-v1-mixup", "Pendulum-v1-uniform"]
+    finals = {}
+    for method in ("uniform", "mixup"):
+        run_dir = out / "runs" / f"Pendulum-v1-{method}"
+        config = json.loads((run_dir / "config.json").read_text())
+        assert (config["replay"], config["seeds"], config["total_steps"]) == (method, 2, 600)
+        assert config["agent.hidden_sizes"] == [16, 16]
+        progress = read_progress(run_dir / "progress.csv")
+        assert [(p["env_step"], p["seed"]) for p in progress] == [(300, 0), (300, 1), (600, 0), (600, 1)]
+        finals[method] = progress
+
+    rows = _csv_rows(out / "summary.csv")
+    assert list(rows[0]) == ["method", "metric", "budget", "iqm", "ci_low", "ci_high", "n_runs"]
+    assert [(x["method"], x["metric"], x["budget"]) for x in rows] == [
+        (m, metric, b) for m in ("uniform", "mixup") for metric in ("return", "auc") for b in ("300", "600")]
+    for x in rows:
+        lo, mid, hi = float(x["ci_low"]), float(x["iqm"]), float(x["ci_high"])
+        assert np.isfinite([lo, mid, hi]).all() and lo <= mid <= hi
+        assert int(x["n_runs"]) == 2
+        # one env and two seeds: the IQM is the mean of the two seeds' scores
+        progress = finals[x["method"]]
+        per_seed = [[p["return_mean"] for p in progress if p["seed"] == s and p["env_step"] <= int(x["budget"])]
+                    for s in (0, 1)]
+        want = np.mean([c[-1] if x["metric"] == "return" else np.mean(c) for c in per_seed])
+        assert mid == pytest.approx(want, rel=1e-9, abs=1e-9)
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["budgets"] == [300, 600] and summary["envs"] == ["Pendulum-v1"]
+    assert summary["methods"] == ["uniform", "mixup"] and summary["grid"]["seeds"] == 2
+    assert len(summary["rows"]) == len(rows)
+    for js, cs in zip(summary["rows"], rows):
+        assert (js["method"], js["metric"], str(js["budget"]), str(js["n_runs"])) == \
+            (cs["method"], cs["metric"], cs["budget"], cs["n_runs"])
+        assert [js[k] for k in ("iqm", "ci_low", "ci_high")] == [float(cs[k]) for k in ("iqm", "ci_low", "ci_high")]
+    assert sorted(run["method"] for run in summary["runs"]) == ["mixup", "uniform"]
+
+    width, height = _png_size(out / "curves.png")
+    assert width > 200 and height > 200
+    assert not list(out.glob(".*tmp*"))
+    assert "uniform" in r.stdout and "mixup" in r.stdout and "95% CI" in r.stdout
+    assert r.stdout.count("training ->") == 2
+
+
+def test_running_the_grid_again_skips_finished_cells(grid):
+    out, _ = grid
+    progress = out / "runs" / "Pendulum-v1-uniform" / "progress.csv"
+    before = (progress.read_bytes(), progress.stat().st_mtime_ns, (out / "summary.csv").read_text())
+    r = cli("compare", *GRID_ARGS, "--out", str(out), *overrides(GRID_SETTINGS))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("finished already, skipped") == 2 and "training ->" not in r.stdout
+    assert (progress.read_bytes(), progress.stat().st_mtime_ns, (out / "summary.csv").read_text()) == before
+
+
+def test_report_on_existing_runs_gives_the_same_table(grid, tmp_path):
+    out, _ = grid
+    r = cli("compare", "--runs", str(out / "runs"), "--out", str(tmp_path / "report"), "--reps", "300")
+    assert r.returncode == 0, r.stderr
+    key = lambda row: (row["method"], row["metric"], row["budget"])  # noqa: E731
+    assert sorted(_csv_rows(tmp_path / "report" / "summary.csv"), key=key) == \
+        sorted(_csv_rows(out / "summary.csv"), key=key)
+    _png_size(tmp_path / "report" / "curves.png")
+    assert json.loads((tmp_path / "report" / "summary.json").read_text())["grid"] is None
+
+
+def test_iqm_is_the_mean_of_the_middle_half():
+    scores = np.array([[9.0, -3.0], [1.0, 100.0], [4.0, 2.0], [7.0, 5.0]])  # 4 runs x 2 tasks
+    middle = np.sort(scores.ravel())[2:6]  # drop the lowest and highest quarter (2 of 8 each)
+    assert iqm(scores) == pytest.approx(middle.mean()) == pytest.approx(4.5)
+    point, lo, hi = iqm_interval(scores, reps=500)
+    assert point == pytest.approx(4.5) and lo <= point <= hi and hi - lo > 0
+    assert iqm_interval(scores, reps=500) == (point, lo, hi)  # seeded: reproducible
+    assert iqm_interval(np.full((3, 2), 7.0), reps=100) == (7.0, 7.0, 7.0)
+
+
+def test_budgets_and_curve_scores():
+    curve = [(300, -10.0), (600, -4.0), (900, 2.0)]
+    assert curve_score(curve, 900, "return") == 2.0 and curve_score(curve, 800, "return") == -4.0
+    assert curve_score(curve, 600, "auc") == -7.0 and curve_score(curve, 900, "auc") == pytest.approx(-4.0)
+    config = {"env": "Pendulum-v1", "agent": "sac", "replay": "uniform", "total_steps": 900}
+    run = RunRecord(Path("a"), config, {0: curve, 1: curve[:2]})
+    assert run.last_step == 600 and not run.finished
+    assert default_budgets([run]) == [300, 600]
+    assert default_budgets([RunRecord(Path("b"), config, {0: [(900, 1.0)]})]) == [900]
+    every_2000 = {0: [(s, 1.0) for s in range(2000, 30001, 2000)] + [(30000, 1.0)]}
+    assert default_budgets([RunRecord(Path("c"), {**config, "total_steps": 30000}, every_2000)]) == [14000, 30000]
+
+
+def _one_line_error(code: int, err: str, needle: str) -> None:
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("replaylab: error: ") and needle in lines[0], err
+
+
+def test_bad_input_through_the_real_entry_point(tmp_path):
+    r = cli("compare", "--methods", "uniform,nmr", "--envs", "Pendulum-v1", "--out", str(tmp_path))
+    _one_line_error(r.returncode, r.stderr, "unknown replay method 'nmr'; expected some of")
+    assert "did you mean 'nmer'" in r.stderr and not (tmp_path / "runs").exists()
+    r = cli("compare", "--runs", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
+    _one_line_error(r.returncode, r.stderr, "no such directory")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--methods", "uniform", "--envs", "Pendulum-v1", "--steps", "300,lots"], "expected comma-separated integers"),
+    (["--methods", "uniform", "--envs", "Pendulum-v1", "--steps", "1.5"], "expected comma-separated integers"),
+    (["--methods", "uniform", "--envs", "Pendulum-v1", "--seeds", "two"], "--seeds=two: expected an integer"),
+    (["--methods", "uniform", "--envs", "Pendulum-v1", "replay=per"], "use --methods instead"),
+    (["--methods", "uniform", "--envs", "Pendulum-v1", "replay.k=4"], "none of the methods uniform takes it"),
+    (["--methods", "uniform", "--envs", "Pendulum-v9"], "Pendulum-v9"),
+    (["--methods", "uniform"], "--envs not given"),
+    (["--methods", "uniform", "--envs", "Pendulum-v1", "total_steps=600", "--steps", "900"], "beyond"),
+    (["--runs", "RUN", "--methods", "uniform"], "cannot be combined with --methods"),
+    (["--runs", "RUN", "--steps", "300,6000"], "only reached step 600"),
+    (["--config", "missing.yaml"], "no such file"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(args, needle, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps(
+        {"env": "Pendulum-v1", "agent": "sac", "replay": "uniform", "total_steps": 600, "seeds": 1}))
+    (run_dir / "progress.csv").write_text("env_step,seed,return_mean\n300,0,-900.5\n600,0,-700.25\n")
+    args = [str(run_dir) if a == "RUN" else str(tmp_path / a) if a.endswith(".yaml") else a for a in args]
+    code = main(["compare", *args, "--out", str(tmp_path / "out")])
+    _one_line_error(code, capsys.readouterr().err, needle)
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_run_dir_without_progress_and_changed_settings(grid, tmp_path, capsys):
+    out, _ = grid
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "config.json").write_text((out / "runs" / "Pendulum-v1-uniform" / "config.json").read_text())
+    _one_line_error(main(["compare", "--runs", str(bare)]), capsys.readouterr().err, "no progress.csv")
+    # the same --out with other settings must not reuse (or overwrite) the finished cells
+    changed = {**GRID_SETTINGS, "total_steps": 900}
+    code = main(["compare", *GRID_ARGS, "--out", str(out), *overrides(changed)])
+    _one_line_error(code, capsys.readouterr().err, "holds a run with total_steps=600 but the grid asks for")
+
+
+def test_grid_file(tmp_path, capsys):
+    f = tmp_path / "grid.yaml"
+    f.write_text("methods: [uniform, nmr]\nenvs: [Pendulum-v1]\nseeds: 2\noverrides:\n  total_steps: 600\n")
+    _one_line_error(main(["compare", "--config", str(f)]), capsys.readouterr().err, "unknown replay method 'nmr'")
+    f.write_text("methods: [uniform]\nenvs: [Pendulum-v1]\nseed: 2\n")
+    _one_line_error(main(["compare", "--config", str(f)]), capsys.readouterr().err, "did you mean 'seeds'?")
