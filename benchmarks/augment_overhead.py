@@ -31,6 +31,7 @@ from replaylab.agents import make_agent
 from replaylab.config import AgentConfig
 from replaylab.replay import clusters as cl
 from replaylab.replay.methods import SAMPLERS, make_sampler
+from replaylab.replay.per import PER
 from replaylab.replay.sampler import ReplaySpec
 from replaylab.replay.storage import Transition
 from replaylab.training.learner import Learner
@@ -73,51 +74,76 @@ def filled_state(learner: Learner, sampler, data: dict, n: int):
     d = d.replace(obs=put["obs"], action=put["action"], reward=put["reward"], next_obs=put["next_obs"],
                   episode=put["episode"], step=put["step"])
     state = state.replace(storage=state.storage.replace(data=d, size=jnp.full((1,), n, jnp.int32)))
-    if hasattr(sampler, "alpha") and type(sampler).__name__ == "PER":  # give the stored rows priorities
+    if isinstance(sampler, PER):  # the stored rows need priorities
         state = state.replace(sampler=jax.jit(jax.vmap(lambda s: sampler.update(
             s, jnp.arange(n), jnp.ones((n,))))) (state.sampler))
     return state
 
 
-def measure(method: str, n: int, rr: int, data: dict, seconds: float) -> dict:
-    agent = make_agent("sac", OBS, ACT, AgentConfig(), 1)
-    sampler = make_sampler(method, {}, ReplaySpec(OBS, ACT, n, "HalfCheetah-v5"))
-    learner = Learner(agent, sampler, capacity=n, batch_size=BATCH, replay_ratio=rr)
-    state = filled_state(learner, sampler, data, n)
-    out = {"method": method, "buffer": n, "rr": rr, "refresh_s": 0.0, "refresh_interval": sampler.refresh_interval}
-    if sampler.refresh_interval:
-        state = learner.refresh(state)  # compile
-        jax.block_until_ready(state)
-        times = []
-        for _ in range(2):
-            t0 = time.perf_counter()
-            state = learner.refresh(state)
-            jax.block_until_ready(state)
-            times.append(time.perf_counter() - t0)
-        out["refresh_s"] = min(times)
-    i = np.arange(1)
-    tr = Transition(obs=data["obs"][i], action=data["action"][i], reward=data["reward"][i],
-                    next_obs=data["next_obs"][i], terminated=np.zeros(1, bool), episode=np.zeros(1, np.int32),
-                    step=np.zeros(1, np.int32))
-    obs = data["obs"][i]
-    step = 0
-    for _ in range(3):
-        state, a, _ = learner.train(state, tr, obs, np.int32(step))
-        np.asarray(a)
-    reps = []
-    for _ in range(3):
+class Case:
+    """One method's learner on a filled buffer, its upkeep timed once."""
+
+    def __init__(self, method: str, n: int, rr: int, data: dict):
+        agent = make_agent("sac", OBS, ACT, AgentConfig(), 1)
+        self.sampler = make_sampler(method, {}, ReplaySpec(OBS, ACT, n, "HalfCheetah-v5"))
+        self.learner = Learner(agent, self.sampler, capacity=n, batch_size=BATCH, replay_ratio=rr)
+        self.state = filled_state(self.learner, self.sampler, data, n)
+        self.row = {"method": method, "buffer": n, "rr": rr, "refresh_s": 0.0,
+                    "refresh_interval": self.sampler.refresh_interval, "step_ms_reps": []}
+        if self.sampler.refresh_interval:
+            times = []
+            for _ in range(3):  # the first call compiles
+                t0 = time.perf_counter()
+                self.state = self.learner.refresh(self.state)
+                jax.block_until_ready(self.state)
+                times.append(time.perf_counter() - t0)
+            self.row["refresh_s"] = min(times[1:])
+        i = np.arange(1)
+        self.tr = Transition(obs=data["obs"][i], action=data["action"][i], reward=data["reward"][i],
+                             next_obs=data["next_obs"][i], terminated=np.zeros(1, bool),
+                             episode=np.zeros(1, np.int32), step=np.zeros(1, np.int32))
+        self.obs = data["obs"][i]
+        for _ in range(3):
+            self.call()
+
+    def call(self):
+        self.state, a, _ = self.learner.train(self.state, self.tr, self.obs, np.int32(0))
+        np.asarray(a)  # the loop reads the action back every step
+
+    def time_steps(self, seconds: float) -> float:
         calls, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
-            state, a, _ = learner.train(state, tr, obs, np.int32(step))
-            np.asarray(a)
+            self.call()
             calls += 1
-        reps.append((time.perf_counter() - t0) / calls)
-    out["step_ms"] = statistics.median(reps) * 1e3
-    amort = out["refresh_s"] * 1e3 / sampler.refresh_interval if sampler.refresh_interval else 0.0
-    out["per_update_ms"] = (out["step_ms"] + amort) / rr
-    if method == "nmer":
-        out.update(nmer_recall(state, sampler, n))
-    return out
+        return (time.perf_counter() - t0) / calls * 1e3
+
+
+def per_update_ms(row: dict, step_ms: float) -> float:
+    amort = row["refresh_s"] * 1e3 / row["refresh_interval"] if row["refresh_interval"] else 0.0
+    return (step_ms + amort) / row["rr"]
+
+
+def measure_all(methods: list[str], n: int, rr: int, data: dict, seconds: float, rounds: int) -> list[dict]:
+    """Interleaved: in each round every method is timed once, so a change in the machine's
+    load hits all of them alike; a method's ratio to uniform is the median over rounds."""
+    cases = [Case(m, n, rr, data) for m in methods]
+    for _ in range(rounds):
+        for c in cases:
+            c.row["step_ms_reps"].append(c.time_steps(seconds))
+    base = cases[methods.index("uniform")].row["step_ms_reps"] if "uniform" in methods else None
+    rows = []
+    for c in cases:
+        r = c.row
+        r["step_ms"] = statistics.median(r["step_ms_reps"])
+        r["per_update_ms"] = per_update_ms(r, r["step_ms"])
+        if base:
+            r["vs_uniform"] = statistics.median(
+                per_update_ms(r, m) / per_update_ms(cases[methods.index("uniform")].row, u)
+                for m, u in zip(r["step_ms_reps"], base))
+        if r["method"] == "nmer":
+            r.update(nmer_recall(c.state, c.sampler, n))
+        rows.append(r)
+    return rows
 
 
 def nmer_recall(state, sampler, n: int, queries: int = 200) -> dict:
@@ -145,7 +171,8 @@ def main() -> None:
     p.add_argument("--sizes", default="100000,1000000")
     p.add_argument("--rrs", default="1,20")
     p.add_argument("--methods", default=",".join(SAMPLERS))
-    p.add_argument("--seconds", type=float, default=1.5, help="timed seconds per repetition (3 repetitions)")
+    p.add_argument("--seconds", type=float, default=1.0, help="timed seconds per method and round")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds; ratios are medians over them")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "augment_overhead.json"))
     args = p.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
@@ -157,16 +184,12 @@ def main() -> None:
         data = halfcheetah_data(n)
         print(f"# {n} rows of HalfCheetah data in {time.perf_counter() - t0:.1f} s", flush=True)
         for rr in rrs:
-            base = None
-            for m in methods:
-                r = measure(m, n, rr, data, args.seconds)
-                base = r["per_update_ms"] if m == "uniform" else base
-                r["vs_uniform"] = r["per_update_ms"] / base if base else None
+            for r in measure_all(methods, n, rr, data, args.seconds, args.rounds):
                 rows.append(r)
                 rec = (f"  recall@k {r['recall']:.3f}, distance {r['dist_ratio']:.3f}x exact "
                        f"(random {r['random_dist_ratio']:.2f}x)") if "recall" in r else ""
-                ratio = f"{r['vs_uniform']:.2f}x" if r["vs_uniform"] else "-"
-                print(f"{n:>8} RR{rr:<3} {m:<9} step {r['step_ms']:8.2f} ms  refresh {r['refresh_s']:6.2f} s "
+                ratio = f"{r['vs_uniform']:.2f}x" if r.get("vs_uniform") else "-"
+                print(f"{n:>8} RR{rr:<3} {r['method']:<9} step {r['step_ms']:8.2f} ms  refresh {r['refresh_s']:6.2f} s "
                       f"every {r['refresh_interval']:>5}  per update {r['per_update_ms']:6.2f} ms  {ratio}{rec}",
                       flush=True)
     out = Path(args.out)

@@ -270,6 +270,11 @@ def aggregate(records: Sequence[RunRecord], budgets: Sequence[int] | None = None
     present = list(dict.fromkeys(r.method for r in records))
     methods = [m for m in methods if m in present] + [m for m in present if m not in methods] if methods \
         else sorted(present)
+    for m in methods:
+        missing = [env for env in envs if not any(r.method == m and r.env == env for r in records)]
+        if missing:
+            raise ConfigError(f"method {m} has no runs on {', '.join(missing)}; every method needs runs on "
+                              "every env")
     budgets = sorted(set(budgets)) if budgets else default_budgets(records)
     check_budgets(records, budgets)
     rows = []

@@ -36,7 +36,7 @@ from flax import struct
 from replaylab.params import opt
 from replaylab.replay import clusters as cl
 from replaylab.replay.mixing import beta, mix, where_rows
-from replaylab.replay.sampler import Sampler
+from replaylab.replay.sampler import Sampler, auto_interval
 from replaylab.replay.storage import Transition, gather, uniform_indices
 from replaylab.replay.termination import termination_rule
 
@@ -56,13 +56,14 @@ def _flat(t: Transition) -> jax.Array:
 class _LCER(Sampler):
     clusters: int = opt(1000, "k-means clusters", min=1)
     alpha: float = opt(1.0, "Beta(alpha, alpha) of the mixing coefficient (1: uniform)", min=1e-3)
-    refresh_every: int = opt(1000, "env steps between k-means refits", min=1)
-    kmeans_iters: int = opt(10, "Lloyd iterations per refit (warm-started)", min=0)
-    kmeans_points: int = opt(65536, "rows the k-means is fitted on per refit", min=1)
+    refresh_every: int = opt(0, "env steps between k-means refits (0: auto, capacity / 50 and "
+                                "at least 1000)", min=0)
+    kmeans_iters: int = opt(3, "Lloyd iterations per refit (warm-started from the last centroids)", min=0)
+    kmeans_points: int = opt(32768, "rows the k-means is fitted on per refit", min=1)
 
     @property
     def refresh_interval(self) -> int:
-        return self.refresh_every
+        return self.refresh_every or auto_interval(self.spec.capacity)
 
     @property
     def num_clusters(self) -> int:

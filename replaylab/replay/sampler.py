@@ -36,6 +36,12 @@ class ReplaySpec:
     env_id: str = ""
 
 
+def auto_interval(capacity: int) -> int:
+    """Default upkeep interval of an index over the buffer: every 2% of its capacity,
+    at least every 1000 steps. Rows newer than that are what an index may not know yet."""
+    return max(1000, capacity // 50)
+
+
 @dataclass(frozen=True)
 class Sampler:
     """Base class: uniform sampling with unit weights and no state."""
