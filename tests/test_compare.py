@@ -13,7 +13,7 @@ import pytest
 from replaylab.analysis.aggregate import RunRecord, curve_score, default_budgets, iqm, iqm_interval
 from replaylab.cli import main
 from replaylab.training.logs import read_progress
-from tests.conftest import cli, overrides
+from tests.conftest import cli, overrides, progress_without_wall_clock
 
 GRID_SETTINGS = {
     "total_steps": 600,
@@ -102,6 +102,35 @@ def test_running_the_grid_again_skips_finished_cells(grid):
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("finished already, skipped") == 2 and "training ->" not in r.stdout
     assert (progress.read_bytes(), progress.stat().st_mtime_ns, (out / "summary.csv").read_text()) == before
+
+
+def test_an_interrupted_cell_resumes_or_starts_again(tmp_path):
+    out = tmp_path / "out"
+    args = ["compare", "--methods", "uniform", "--envs", "Pendulum-v1", "--seeds", "2", "--reps", "100",
+            "--out", str(out), *overrides({**GRID_SETTINGS, "checkpoint_interval": 300})]
+    assert cli(*args).returncode == 0
+    run_dir = out / "runs" / "Pendulum-v1-uniform"
+    progress = run_dir / "progress.csv"
+    complete = progress_without_wall_clock(run_dir)
+
+    def interrupt_after_step_300(keep_checkpoint: bool):
+        for ckpt in (run_dir / "checkpoints").glob("step_*"):
+            if not (keep_checkpoint and ckpt.name.endswith("0300")):
+                for f in ckpt.iterdir():
+                    f.unlink()
+                ckpt.rmdir()
+        progress.write_text("".join(progress.read_text().splitlines(keepends=True)[:3]))
+
+    interrupt_after_step_300(keep_checkpoint=True)
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert "resuming from its newest checkpoint" in r.stdout
+    assert progress_without_wall_clock(run_dir) == complete  # exact resume
+
+    interrupt_after_step_300(keep_checkpoint=False)
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert "starting it again" in r.stdout and progress_without_wall_clock(run_dir) == complete
 
 
 def test_report_on_existing_runs_gives_the_same_table(grid, tmp_path):
@@ -195,3 +224,17 @@ def test_grid_file(tmp_path, capsys):
     _one_line_error(main(["compare", "--config", str(f)]), capsys.readouterr().err, "unknown replay method 'nmr'")
     f.write_text("methods: [uniform]\nenvs: [Pendulum-v1]\nseed: 2\n")
     _one_line_error(main(["compare", "--config", str(f)]), capsys.readouterr().err, "did you mean 'seeds'?")
+
+
+def test_the_default_grid_file_is_valid():
+    from replaylab.analysis.compare import cell_configs, load_grid_file, resolve_grid
+
+    path = Path(__file__).parent.parent / "configs" / "compare.yaml"
+    grid = resolve_grid(load_grid_file(path), {}, {})
+    assert grid.methods == ["uniform", "nmer", "lcer_rm", "ct"] and grid.seeds == 3
+    assert grid.envs == ["InvertedDoublePendulum-v5", "Hopper-v5"]
+    cells = cell_configs(grid)
+    assert len(cells) == 8
+    assert all(c.total_steps == 30000 and c.agent == "sac" and c.warmup_steps <= 5000 and c.seeds == 3
+               for _, _, c in cells)
+    assert {Path(c.run_dir).name for _, _, c in cells} >= {"Hopper-v5-lcer_rm", "InvertedDoublePendulum-v5-ct"}

@@ -22,3 +22,11 @@ def test_agent_swings_up_pendulum(tmp_path, agent):
     assert np.mean(best) >= -250, best
     if agent == "sac":
         assert np.mean(run.final_returns) >= -250, run.final_returns
+
+
+@pytest.mark.parametrize("replay", ["nmer", "lcer_rm"])
+def test_sac_with_augmented_replay_swings_up_pendulum(tmp_path, replay):
+    run = replaylab.train({**BUDGET, "agent": "sac", "replay": replay, "run_dir": str(tmp_path / replay)})
+    best = [max(r["return_mean"] for r in run.progress if r["seed"] == s) for s in (0, 1)]
+    assert np.mean(best) >= -250, best
+    assert np.mean(run.final_returns) >= -300, run.final_returns
