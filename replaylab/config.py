@@ -237,7 +237,7 @@ def from_flat(flat: Mapping[str, Any]) -> Config:
     params = sampler_params(method)
     for name in list(replay):
         if name not in params:
-            allowed = ", ".join(f"replay.{p}" for p in params) or "none"
+            allowed = ", ".join(f"replay.{p}" for p in params) or "no parameters"
             raise ConfigError(f"unknown key 'replay.{name}': replay={method} takes {allowed}")
         replay[name] = _coerce(f"replay.{name}", replay[name], params[name])
     cfg = Config(**top, agent_cfg=AgentConfig(**agent), replay_cfg=replay)

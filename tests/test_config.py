@@ -89,3 +89,31 @@ def test_help_lists_every_option_with_its_default():
 def test_config_error_is_a_value_error():
     with pytest.raises(ConfigError):
         from_flat({"batch_size": 0})
+
+
+@pytest.mark.parametrize(
+    "flat, expected",
+    [
+        ({"replay": "ct", "replay.k": 5}, "unknown key 'replay.k': replay=ct takes replay.alpha"),
+        ({"replay": "nmer", "replay.k": 0}, "replay.k=0: expected an integer >= 1"),
+        ({"replay": "per", "replay.beta": 2}, "replay.beta=2: expected a number in [0.0, 1.0]"),
+        ({"replay": "noise", "replay.per_batch": "maybe"}, "replay.per_batch=maybe: expected true or false"),
+        ({"replay": "bier"}, "replay=bier: expected one of uniform, per, ct, s4rl, mixup, noise, nmer, lcer_cc, lcer_rm"),
+    ],
+)
+def test_replay_parameters_are_validated_per_method(flat, expected):
+    from replaylab.config import from_flat
+    from replaylab.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        from_flat(flat)
+    assert str(e.value) == expected
+
+
+def test_replay_parameters_round_trip_and_are_listed_in_help():
+    from replaylab.config import from_flat, help_table
+
+    cfg = from_flat({"replay": "nmer", "replay.k": 5, "replay.alpha": 0.4})
+    assert dict(cfg.replay_cfg) == {"k": 5, "alpha": 0.4}
+    assert from_flat(cfg.to_flat()) == cfg
+    assert "replay.k" in help_table() and "[nmer]" in help_table()
