@@ -61,13 +61,15 @@ grid: finished cells are skipped, an unfinished one resumes from its newest chec
 
 COMPARE_EPILOG = """\
 writes:
-  OUT/summary.csv    method, metric, budget, iqm, ci_low, ci_high, n_runs
+  OUT/summary.csv    env, method, metric, budget, iqm, ci_low, ci_high, n_runs
   OUT/summary.json   the same rows, the budgets, the runs read and the grid
   OUT/curves.png     one panel per env: mean return over seeds, band = min to max
 
 metrics, per budget B: return (the evaluation return at B, i.e. the last evaluation at or
-before B) and auc (the mean evaluation return over the evaluations at or before B); the IQM
-pools runs (seeds) x envs, so envs with larger returns weigh more.
+before B) and auc (the mean evaluation return over the evaluations at or before B). Rows
+per env give the IQM of that env's runs in its own units. With several envs, rows with
+env=all give the IQM over runs x envs of scores normalised per env to [0, 1] by the lowest
+and highest score of any run on that env (any method), so every env weighs the same.
 
 grid file (--config), YAML, TOML or JSON; options given on the command line win:
   methods: [uniform, nmer]        envs: [Hopper-v5]         seeds: 3

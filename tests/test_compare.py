@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from replaylab.analysis.aggregate import RunRecord, curve_score, default_budgets, iqm, iqm_interval
+from replaylab.analysis.aggregate import (
+    RunRecord, aggregate, curve_score, default_budgets, iqm, iqm_interval, normalise_per_env, table_csv, table_text)
 from replaylab.cli import main
 from replaylab.training.logs import read_progress
 from tests.conftest import cli, overrides, progress_without_wall_clock
@@ -63,9 +64,11 @@ def test_grid_trains_one_run_per_cell_and_reports(grid):
         finals[method] = progress
 
     rows = _csv_rows(out / "summary.csv")
-    assert list(rows[0]) == ["method", "metric", "budget", "iqm", "ci_low", "ci_high", "n_runs"]
-    assert [(x["method"], x["metric"], x["budget"]) for x in rows] == [
-        (m, metric, b) for m in ("uniform", "mixup") for metric in ("return", "auc") for b in ("300", "600")]
+    assert list(rows[0]) == ["env", "method", "metric", "budget", "iqm", "ci_low", "ci_high", "n_runs"]
+    # one env: only its own rows, no "all" row
+    assert [(x["env"], x["method"], x["metric"], x["budget"]) for x in rows] == [
+        ("Pendulum-v1", m, metric, b) for m in ("uniform", "mixup") for metric in ("return", "auc")
+        for b in ("300", "600")]
     for x in rows:
         lo, mid, hi = float(x["ci_low"]), float(x["iqm"]), float(x["ci_high"])
         assert np.isfinite([lo, mid, hi]).all() and lo <= mid <= hi
@@ -82,15 +85,17 @@ def test_grid_trains_one_run_per_cell_and_reports(grid):
     assert summary["methods"] == ["uniform", "mixup"] and summary["grid"]["seeds"] == 2
     assert len(summary["rows"]) == len(rows)
     for js, cs in zip(summary["rows"], rows):
-        assert (js["method"], js["metric"], str(js["budget"]), str(js["n_runs"])) == \
-            (cs["method"], cs["metric"], cs["budget"], cs["n_runs"])
+        assert (js["env"], js["method"], js["metric"], str(js["budget"]), str(js["n_runs"])) == \
+            (cs["env"], cs["method"], cs["metric"], cs["budget"], cs["n_runs"])
         assert [js[k] for k in ("iqm", "ci_low", "ci_high")] == [float(cs[k]) for k in ("iqm", "ci_low", "ci_high")]
     assert sorted(run["method"] for run in summary["runs"]) == ["mixup", "uniform"]
+    assert summary["normalisation"] is None
 
     width, height = _png_size(out / "curves.png")
     assert width > 200 and height > 200
     assert not list(out.glob(".*tmp*"))
     assert "uniform" in r.stdout and "mixup" in r.stdout and "95% CI" in r.stdout
+    assert "Pendulum-v1" in r.stdout and "normalised" not in r.stdout
     assert r.stdout.count("training ->") == 2
 
 
@@ -137,7 +142,7 @@ def test_report_on_existing_runs_gives_the_same_table(grid, tmp_path):
     out, _ = grid
     r = cli("compare", "--runs", str(out / "runs"), "--out", str(tmp_path / "report"), "--reps", "300")
     assert r.returncode == 0, r.stderr
-    key = lambda row: (row["method"], row["metric"], row["budget"])  # noqa: E731
+    key = lambda row: (row["env"], row["method"], row["metric"], row["budget"])  # noqa: E731
     assert sorted(_csv_rows(tmp_path / "report" / "summary.csv"), key=key) == \
         sorted(_csv_rows(out / "summary.csv"), key=key)
     _png_size(tmp_path / "report" / "curves.png")
@@ -152,6 +157,94 @@ def test_iqm_is_the_mean_of_the_middle_half():
     assert point == pytest.approx(4.5) and lo <= point <= hi and hi - lo > 0
     assert iqm_interval(scores, reps=500) == (point, lo, hi)  # seeded: reproducible
     assert iqm_interval(np.full((3, 2), 7.0), reps=100) == (7.0, 7.0, 7.0)
+
+
+def _middle_half_mean(x) -> float:
+    """The IQM by hand: the mean of the middle 50% of the sorted scores (a multiple of 4 of them)."""
+    x = np.sort(np.ravel(x))
+    assert len(x) % 4 == 0
+    return float(x[len(x) // 4: len(x) - len(x) // 4].mean())
+
+
+def _records(returns: dict[tuple[str, str], list[float]]) -> list[RunRecord]:
+    """One finished run per (env, method), one seed per score, evaluated once at step 1000."""
+    records = []
+    for (env, method), scores in returns.items():
+        config = {"env": env, "agent": "sac", "replay": method, "total_steps": 1000}
+        curves = {seed: [(1000, float(x))] for seed, x in enumerate(scores)}
+        records.append(RunRecord(Path(f"runs/{env}-{method}"), config, curves, method=method))
+    return records
+
+
+# Two envs whose returns differ in scale by 1000x: raw pooling would let "big" decide alone.
+SCALED = {
+    ("big", "uniform"): [9000.0, 8000.0, 1000.0, 7000.0],
+    ("big", "per"): [9500.0, 4000.0, 6000.0, 8500.0],
+    ("small", "uniform"): [2.0, 5.0, 3.0, 4.0],
+    ("small", "per"): [1.0, 1.5, 2.5, 0.5],
+}
+
+
+def test_rows_per_env_and_normalised_rows_over_all_envs(tmp_path):
+    rows = aggregate(_records(SCALED), [1000], reps=200)
+    assert [(r["env"], r["method"], r["metric"]) for r in rows] == [
+        (env, m, metric) for env in ("big", "small", "all") for m in ("per", "uniform") for metric in ("return", "auc")]
+    by = {(r["env"], r["method"], r["metric"]): r for r in rows}
+    for (env, method), scores in SCALED.items():
+        for metric in ("return", "auc"):  # one evaluation per run: auc == return
+            r = by[env, method, metric]
+            assert r["iqm"] == pytest.approx(_middle_half_mean(scores), rel=1e-12)
+            assert r["ci_low"] <= r["iqm"] <= r["ci_high"] and r["n_runs"] == 4 and r["budget"] == 1000
+
+    # "all": per env, (s - lowest) / (highest - lowest) over both methods' runs, then the IQM of runs x envs
+    lo_hi = {env: (min(v for (e, _), s in SCALED.items() if e == env for v in s),
+                   max(v for (e, _), s in SCALED.items() if e == env for v in s)) for env in ("big", "small")}
+    for method in ("uniform", "per"):
+        normalised = [(x - lo_hi[env][0]) / (lo_hi[env][1] - lo_hi[env][0]) for env in ("big", "small")
+                      for x in SCALED[env, method]]
+        r = by["all", method, "return"]
+        assert 0.0 <= r["ci_low"] <= r["iqm"] <= r["ci_high"] <= 1.0 and r["n_runs"] == 4
+        assert r["iqm"] == pytest.approx(_middle_half_mean(normalised), rel=1e-12)
+    # uniform is ahead on both envs, so it is ahead over all envs too
+    assert by["all", "uniform", "return"]["iqm"] > by["all", "per", "return"]["iqm"]
+
+    # the "all" rows do not depend on an env's scale or offset
+    rescaled = {(env, m): [x * 1000.0 - 7.0 if env == "small" else x for x in s] for (env, m), s in SCALED.items()}
+    again = {(r["env"], r["method"], r["metric"]): r for r in aggregate(_records(rescaled), [1000], reps=200)}
+    for method in ("uniform", "per"):
+        for k in ("iqm", "ci_low", "ci_high"):
+            assert again["all", method, "return"][k] == pytest.approx(by["all", method, "return"][k], abs=1e-12)
+
+    # deterministic: the same runs, in any order, give the identical table
+    shuffled = _records(dict(reversed(list(SCALED.items()))))
+    again = aggregate(shuffled, [1000], reps=200)
+    assert again == rows and table_text(again) == table_text(rows) and table_csv(again) == table_csv(rows)
+    text = table_text(rows).splitlines()
+    assert text[0].split()[:4] == ["env", "method", "metric", "budget"]
+    assert [line.split()[0] for line in text[1:]] == [r["env"] for r in rows]
+
+
+def test_report_with_two_envs_writes_the_env_column_and_explains_all(tmp_path):
+    from replaylab.analysis.compare import report
+
+    lines: list[str] = []
+    rows = report(_records(SCALED), tmp_path / "out", reps=100, echo=lines.append)
+    csv_rows = _csv_rows(tmp_path / "out" / "summary.csv")
+    assert list(csv_rows[0])[0] == "env" and [x["env"] for x in csv_rows] == [r["env"] for r in rows]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["rows"] == rows and "normalised per env to [0, 1]" in summary["normalisation"]
+    printed = "\n".join(lines)
+    assert "all: scores normalised per env to [0, 1] by the lowest and highest score of any run" in printed
+    assert not list((tmp_path / "out").glob(".*tmp*"))
+
+
+def test_normalising_per_env():
+    scores = {"a": {"e": np.array([10.0, 20.0]), "f": np.array([3.0, 3.0])},
+              "b": {"e": np.array([30.0, 15.0]), "f": np.array([3.0, 3.0])}}
+    out = normalise_per_env(scores)
+    np.testing.assert_array_equal(out["a"]["e"], [0.0, 0.5])
+    np.testing.assert_array_equal(out["b"]["e"], [1.0, 0.25])
+    np.testing.assert_array_equal(out["a"]["f"], [0.5, 0.5])  # every run scores the same
 
 
 def test_budgets_and_curve_scores():

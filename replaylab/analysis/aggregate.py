@@ -1,16 +1,27 @@
 """Load finished run directories and aggregate their evaluation returns per method.
 
 A run directory trains S seeds at once; each seed is one *run* in the sense of rliable.
-For every method the scores form a matrix of shape (runs, tasks), the tasks being the
-environments, and two metrics are computed at each step budget B:
+Two metrics are computed at each step budget B:
 
 - ``return``: the evaluation return at B (the last evaluation at or before B);
 - ``auc``: the area under the learning curve up to B, normalised to a mean return: the
   mean of the evaluation returns at steps <= B.
 
-Each is reported as the interquartile mean (IQM, the mean of the middle 50% of all
-runs x tasks scores) with a 95% stratified-bootstrap confidence interval, computed with
-``rliable``. The bootstrap is seeded, so the same runs always give the same table.
+Each is reported as the interquartile mean (IQM, the mean of the middle 50% of the scores)
+with a 95% stratified-bootstrap confidence interval, computed with ``rliable``, in rows of
+two kinds (the ``env`` column):
+
+- ``env = <env id>``: the IQM of the raw scores of that env's runs, in that env's units
+  (the bootstrap resamples the runs);
+- ``env = "all"``, only when the runs cover more than one env: the IQM over runs x envs of
+  *normalised* scores, so that every env weighs the same whatever the scale of its returns.
+  Per env, metric and budget, each score s becomes (s - lo) / (hi - lo), where lo and hi
+  are the lowest and highest score of any run of any method on that env: 0 is the worst run
+  observed there, 1 the best (an env where every run scores the same gives 0.5 to all).
+  The bootstrap resamples runs within each env. The scale is relative to the runs being
+  compared: adding or removing a method can move every method's ``all`` row.
+
+The bootstrap is seeded, so the same runs always give the same table.
 """
 
 from __future__ import annotations
@@ -30,7 +41,10 @@ from replaylab.errors import ConfigError
 from replaylab.training.logs import read_progress
 
 METRICS = ("return", "auc")
-COLUMNS = ("method", "metric", "budget", "iqm", "ci_low", "ci_high", "n_runs")
+COLUMNS = ("env", "method", "metric", "budget", "iqm", "ci_low", "ci_high", "n_runs")
+ALL_ENVS = "all"  # the env column of the rows over all envs (normalised scores)
+NORMALISATION = ("all: scores normalised per env to [0, 1] by the lowest and highest score of any run "
+                 "(any method) on that env at that metric and budget, so envs weigh equally")
 DEFAULT_REPS = 2000
 CONFIDENCE = 0.95
 BOOTSTRAP_SEED = 0
@@ -210,25 +224,54 @@ def curve_score(curve: Sequence[tuple[int, float]], budget: int, metric: str) ->
     raise ValueError(f"unknown metric {metric!r}")
 
 
-def score_matrices(records: Sequence[RunRecord], budget: int, metric: str, envs: Sequence[str],
-                   methods: Sequence[str], warn: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
-    """{method: (runs, tasks) scores}; runs are sorted by (seed, run directory) so the matrix does
-    not depend on the order the directories were given in."""
-    warn = warn or _stderr
-    out = {}
+def env_scores(records: Sequence[RunRecord], budget: int, metric: str, envs: Sequence[str],
+               methods: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+    """{method: {env: scores of every run of that method on that env}}; runs are sorted by
+    (seed, run directory) so the result does not depend on the order the directories were given in."""
+    out: dict[str, dict[str, np.ndarray]] = {}
     for m in methods:
-        columns = []
+        out[m] = {}
         for env in envs:
             cells = sorted(((seed, str(r.run_dir), curve) for r in records if r.method == m and r.env == env
                             for seed, curve in r.curves.items()), key=lambda x: x[:2])
             if not cells:
                 raise ConfigError(f"method {m} has no runs on {env}; every method needs runs on every env")
-            columns.append([curve_score(curve, budget, metric) for _, _, curve in cells])
+            out[m][env] = np.array([curve_score(curve, budget, metric) for _, _, curve in cells], dtype=np.float64)
+    return out
+
+
+def _matrices(scores: dict[str, dict[str, np.ndarray]], envs: Sequence[str],
+              warn: Callable[[str], None] | None, note: str = "") -> dict[str, np.ndarray]:
+    """{method: (runs, envs) matrix}, keeping the first n runs of each env, n the fewest any env has."""
+    out = {}
+    for m, per_env in scores.items():
+        columns = [per_env[env] for env in envs]
         n = min(len(c) for c in columns)
         if any(len(c) != n for c in columns) and warn is not None:
             counts = ", ".join(f"{env}: {len(c)}" for env, c in zip(envs, columns))
-            warn(f"method {m} has unequal runs per env ({counts}); using the first {n} of each")
-        out[m] = np.array([c[:n] for c in columns], dtype=np.float64).T
+            warn(f"method {m} has unequal runs per env ({counts}); {note}using the first {n} of each")
+        out[m] = np.stack([c[:n] for c in columns], axis=1)
+    return out
+
+
+def score_matrices(records: Sequence[RunRecord], budget: int, metric: str, envs: Sequence[str],
+                   methods: Sequence[str], warn: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
+    """{method: (runs, tasks) raw scores}, the first n runs of each env (see :func:`env_scores`)."""
+    return _matrices(env_scores(records, budget, metric, envs, methods), envs, warn or _stderr)
+
+
+def normalise_per_env(scores: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]:
+    """Map each env's scores to [0, 1] by the lowest and highest score of any run of any method on
+    that env; an env where every run scores the same maps to 0.5."""
+    envs = list(dict.fromkeys(env for per_env in scores.values() for env in per_env))
+    out: dict[str, dict[str, np.ndarray]] = {m: {} for m in scores}
+    for env in envs:
+        pooled = np.concatenate([per_env[env] for per_env in scores.values() if env in per_env])
+        lo, hi = float(pooled.min()), float(pooled.max())
+        for m, per_env in scores.items():
+            if env in per_env:
+                x = per_env[env]
+                out[m][env] = np.full_like(x, 0.5) if hi == lo else np.clip((x - lo) / (hi - lo), 0.0, 1.0)
     return out
 
 
@@ -263,10 +306,14 @@ def iqm_interval(scores: np.ndarray, reps: int = DEFAULT_REPS, confidence: float
 
 def aggregate(records: Sequence[RunRecord], budgets: Sequence[int] | None = None, reps: int = DEFAULT_REPS,
               methods: Sequence[str] | None = None, warn: Callable[[str], None] | None = None) -> list[dict]:
-    """The summary table: one row per (method, metric, budget), columns ``COLUMNS``."""
+    """The summary table, columns ``COLUMNS``: per env (sorted), one row per (method, metric,
+    budget) of that env's raw scores; then, with more than one env, the same rows with env
+    ``ALL_ENVS`` over runs x envs of scores normalised per env (see the module docstring)."""
     if not records:
         raise ConfigError("no run directories to compare")
     envs = sorted({r.env for r in records})
+    if ALL_ENVS in envs:
+        raise ConfigError(f"an env named '{ALL_ENVS}' clashes with the report's rows over all envs")
     present = list(dict.fromkeys(r.method for r in records))
     methods = [m for m in methods if m in present] + [m for m in present if m not in methods] if methods \
         else sorted(present)
@@ -277,18 +324,30 @@ def aggregate(records: Sequence[RunRecord], budgets: Sequence[int] | None = None
                               "every env")
     budgets = sorted(set(budgets)) if budgets else default_budgets(records)
     check_budgets(records, budgets)
+    warn = warn or _stderr
+
+    def row(env: str, m: str, metric: str, budget: int, scores: np.ndarray) -> dict:
+        point, lo, hi = iqm_interval(scores, reps=reps)
+        return dict(env=env, method=m, metric=metric, budget=int(budget), iqm=point, ci_low=lo, ci_high=hi,
+                    n_runs=int(scores.shape[0]))
+
     rows = []
     for metric in METRICS:
         for budget in budgets:
-            # warn about unequal run counts once, for the first matrix only
-            mats = score_matrices(records, budget, metric, envs, methods,
-                                  warn=warn if (metric, budget) == (METRICS[0], budgets[0]) else None)
+            scores = env_scores(records, budget, metric, envs, methods)
             for m in methods:
-                point, lo, hi = iqm_interval(mats[m], reps=reps)
-                rows.append(dict(method=m, metric=metric, budget=int(budget), iqm=point, ci_low=lo, ci_high=hi,
-                                 n_runs=int(mats[m].shape[0])))
+                for env in envs:
+                    rows.append(row(env, m, metric, budget, scores[m][env][:, None]))
+            if len(envs) > 1:
+                # warn about unequal run counts once, for the first matrices only
+                first = (metric, budget) == (METRICS[0], budgets[0])
+                mats = _matrices(normalise_per_env(scores), envs, warn if first else None,
+                                 note=f"the '{ALL_ENVS}' rows are ")
+                for m in methods:
+                    rows.append(row(ALL_ENVS, m, metric, budget, mats[m]))
+    env_order = {env: i for i, env in enumerate([*envs, ALL_ENVS])}
     order = {m: i for i, m in enumerate(methods)}
-    rows.sort(key=lambda r: (order[r["method"]], METRICS.index(r["metric"]), r["budget"]))
+    rows.sort(key=lambda r: (env_order[r["env"]], order[r["method"]], METRICS.index(r["metric"]), r["budget"]))
     return rows
 
 
@@ -304,12 +363,16 @@ def table_csv(rows: Sequence[dict]) -> str:
 
 
 def table_text(rows: Sequence[dict]) -> str:
-    """The table as aligned text for the console."""
-    head = ["method", "metric", "budget", "IQM", "95% CI", "runs"]
-    body = [[r["method"], r["metric"], str(r["budget"]), f"{r['iqm']:.1f}",
-             f"[{r['ci_low']:.1f}, {r['ci_high']:.1f}]", str(r["n_runs"])] for r in rows]
+    """The table as aligned text for the console; the ``all`` rows (normalised, in [0, 1]) get
+    three decimals, the per-env rows (raw returns) one."""
+    head = ["env", "method", "metric", "budget", "IQM", "95% CI", "runs"]
+    body = []
+    for r in rows:
+        d = 3 if r["env"] == ALL_ENVS else 1
+        body.append([r["env"], r["method"], r["metric"], str(r["budget"]), f"{r['iqm']:.{d}f}",
+                     f"[{r['ci_low']:.{d}f}, {r['ci_high']:.{d}f}]", str(r["n_runs"])])
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
-    right = {2, 3, 5}
+    right = {3, 4, 6}
 
     def fmt(line):
         return "  ".join(x.rjust(w) if i in right else x.ljust(w) for i, (x, w) in enumerate(zip(line, widths)))
@@ -322,6 +385,7 @@ def runs_summary(records: Sequence[RunRecord]) -> list[dict]:
                  seeds=list(r.curves), last_step=r.last_step, total_steps=r.total_steps) for r in records]
 
 
-__all__ = ["RunRecord", "METRICS", "COLUMNS", "DEFAULT_REPS", "find_run_dirs", "load_run", "load_runs",
-           "label_methods", "default_budgets", "curve_score", "score_matrices", "iqm", "iqm_interval", "aggregate",
-           "table_csv", "table_text", "runs_summary"]
+__all__ = ["RunRecord", "METRICS", "COLUMNS", "ALL_ENVS", "NORMALISATION", "DEFAULT_REPS", "find_run_dirs",
+           "load_run", "load_runs", "label_methods", "default_budgets", "curve_score", "env_scores",
+           "score_matrices", "normalise_per_env", "iqm", "iqm_interval", "aggregate", "table_csv", "table_text",
+           "runs_summary"]

@@ -23,8 +23,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from replaylab.analysis.aggregate import (
-    CONFIDENCE, DEFAULT_REPS, METRICS, RunRecord, aggregate, default_budgets, load_runs, runs_summary, table_csv,
-    table_text)
+    ALL_ENVS, CONFIDENCE, DEFAULT_REPS, METRICS, NORMALISATION, RunRecord, aggregate, default_budgets, load_runs,
+    runs_summary, table_csv, table_text)
 from replaylab.errors import ConfigError
 
 DEFAULT_SEEDS = 3
@@ -288,7 +288,10 @@ def report(records: Sequence[RunRecord], out: str | Path, budgets: Sequence[int]
         "methods": list(dict.fromkeys(r["method"] for r in rows)),
         "metrics": {"return": "evaluation return at the budget (the last evaluation at or before it)",
                     "auc": "mean evaluation return over the evaluations at or before the budget"},
-        "estimator": "IQM over runs x envs; stratified bootstrap over runs within each env, percentile interval",
+        "estimator": "IQM; per env: over that env's runs, raw scores; env 'all' (more than one env): over "
+                     "runs x envs of scores normalised per env, stratified bootstrap over runs within each env; "
+                     "percentile interval",
+        "normalisation": NORMALISATION if any(r["env"] == ALL_ENVS for r in rows) else None,
         "confidence": CONFIDENCE,
         "reps": reps,
         "runs": runs_summary(records),
@@ -298,8 +301,10 @@ def report(records: Sequence[RunRecord], out: str | Path, budgets: Sequence[int]
     write_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     plot_curves(records, out / "curves.png", methods=methods)
     echo("")
-    echo(f"IQM over {_count(len(summary['envs']), 'env')} x seeds, "
-         f"95% stratified-bootstrap CIs ({reps} resamples); metrics: {', '.join(METRICS)}")
+    echo(f"IQM per env over its seeds, 95% stratified-bootstrap CIs ({reps} resamples); "
+         f"metrics: {', '.join(METRICS)}")
+    if summary["normalisation"]:
+        echo(summary["normalisation"])
     echo(table_text(rows).rstrip("\n"))
     echo(f"wrote {out / 'summary.csv'}, {out / 'summary.json'}, {out / 'curves.png'}")
     return rows
