@@ -2,7 +2,7 @@
 (s, a) space, and mixup inside a cluster. Two variants:
 
 LCER-CC, cluster centre:
-    i ~ uniform;  c = nearest centroid of z_i
+    i ~ uniform;  c = nearest centroid of z_i (labelled at insertion or at the last refit)
     centre = mean_c + N(0, 1) * (noise * std_c)     mean/std of (s, a, r, s') over c's members
     lam ~ Beta(alpha, alpha) (alpha = 1: U(0, 1));   row = lam * T_i + (1 - lam) * centre
 
@@ -84,10 +84,18 @@ class _LCER(Sampler):
         var = jax.ops.segment_sum(v * v, c.label, C + 1)[:-1] / cnt - mean**2
         return LCERState(clusters=c, centre_mean=mean, centre_std=jnp.sqrt(jnp.maximum(var, 0.0)))
 
+    def on_add(self, state, storage, row):
+        """Label the new row with its nearest centroid, so sampling only reads labels."""
+        c = state.clusters
+        home = cl.nearest(c.centroids, cl.normalise(c, cl.features(storage, row[None])))[0]
+        label = c.label.at[row].set(jnp.where(c.built, home, c.num))
+        return state.replace(clusters=c.replace(label=label))
+
     def _home(self, state, storage, rows):
         c = state.clusters
-        home = cl.nearest(c.centroids, cl.normalise(c, cl.features(storage, rows)))
-        return home, c.built & (c.count[home] > 0)
+        home = c.label[rows]
+        safe = jnp.minimum(home, c.num - 1)
+        return safe, c.built & (home < c.num) & (c.count[safe] > 0)
 
     def _finish(self, mixed: Transition, real: Transition, ok: jax.Array) -> Transition:
         rule = termination_rule(self.spec.env_id)
