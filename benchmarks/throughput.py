@@ -82,7 +82,7 @@ def replaylab_updates(seeds: int, rr: int, seconds: float, reps: int) -> list[fl
 def sac_update_flops() -> float:
     learner, state, tr = _filled_learner(1, 1)
     obs = np.zeros((1, OBS), np.float32)
-    cost = learner.train.lower(state, tr, obs, np.int32(0)).compile().cost_analysis()
+    cost = learner.update.lower(state, obs, np.int32(0)).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     return float(cost["flops"])
 

@@ -3,7 +3,7 @@
 Per environment step:
 
     step the S environments on the host with the pending actions
-    -> one compiled call: add the transitions, run ``replay_ratio`` updates, pick the
+    -> two compiled calls: store the transitions; run ``replay_ratio`` updates and pick the
        next actions (uniformly random during the warm-up, with no updates)
     -> every ``refresh_interval`` steps: the sampler's upkeep
     -> every ``reset_interval`` updates: re-initialise the networks, keep the replay
