@@ -63,8 +63,11 @@ class NMERState:
     adds: jax.Array  # () transitions added so far
 
 
-def knn_in_windows(storage, clusters, q_rows, q_valid, starts, width: int, k: int):
-    """Exact kNN of ``q_rows`` among the sorted rows in the windows [start, start + width)."""
+def knn_in_windows(storage, clusters, q_rows, q_valid, starts, width: int, k: int, zq=None, sorted_z=None):
+    """Exact kNN of ``q_rows`` among the sorted rows in the windows [start, start + width).
+
+    ``sorted_z`` (the scaled features in cluster order, padded by ``width`` rows) turns the
+    candidate gathers into contiguous slices; a rebuild passes it, an insertion does not."""
     n = clusters.clustered
     pos = (starts[:, None] + jnp.arange(width)[None, :]).reshape(-1)
     probe = jnp.repeat(jnp.arange(starts.shape[0]), width)
@@ -72,8 +75,13 @@ def knn_in_windows(storage, clusters, q_rows, q_valid, starts, width: int, k: in
     earlier = (pos[:, None] >= starts[None, :]) & (pos[:, None] < starts[None, :] + width) \
         & (jnp.arange(starts.shape[0])[None, :] < probe[:, None])
     c_rows = clusters.order[jnp.minimum(pos, storage.capacity - 1)]
-    zq = cl.normalise(clusters, cl.features(storage, q_rows))
-    zc = cl.normalise(clusters, cl.features(storage, c_rows))
+    if zq is None:
+        zq = cl.normalise(clusters, cl.features(storage, q_rows))
+    if sorted_z is None:
+        zc = cl.normalise(clusters, cl.features(storage, c_rows))
+    else:
+        zc = jax.vmap(lambda s0: jax.lax.dynamic_slice_in_dim(sorted_z, s0, width))(starts)
+        zc = zc.reshape(-1, sorted_z.shape[1])
     d2 = cl.sq_dists(zq, zc)
     bad = ((pos >= n) | jnp.any(earlier, axis=1))[None, :] | (c_rows[None, :] == q_rows[:, None]) \
         | ~q_valid[:, None]
@@ -145,6 +153,8 @@ class NMER(Sampler):
         c = cl.rebuild(state.clusters, storage, key, self.kmeans_iters, self.kmeans_points)
         n, N = c.clustered, storage.capacity
         near = nearest_clusters(c, c.centroids, self.num_probes)  # each cluster's nearest clusters
+        pad = self.num_probes * self.width + TILE
+        sorted_z = jnp.pad(cl.normalise(c, cl.features(storage, c.order)), ((0, pad), (0, 0)))
 
         def tile(t, nbrs):
             pos = t * TILE + jnp.arange(TILE)
@@ -152,7 +162,8 @@ class NMER(Sampler):
             q_rows = c.order[jnp.minimum(pos, N - 1)]
             middle = c.label[c.order[jnp.minimum(t * TILE + TILE // 2, jnp.maximum(n - 1, 0))]]
             starts = probe_starts(c, near[jnp.minimum(middle, c.num - 1)], n, self.width)
-            lists = knn_in_windows(storage, c, q_rows, q_valid, starts, self.width, self.k)
+            zq = jax.lax.dynamic_slice_in_dim(sorted_z, t * TILE, TILE)
+            lists = knn_in_windows(storage, c, q_rows, q_valid, starts, self.width, self.k, zq, sorted_z)
             return nbrs.at[jnp.where(q_valid, q_rows, N)].set(lists, mode="drop")
 
         nbrs = jax.lax.fori_loop(0, (n + TILE - 1) // TILE, tile, state.nbrs)
