@@ -12,7 +12,7 @@ Keeping neighbours fresh without per-batch kNN (which costs 20-300 updates' wort
 on a CPU): a neighbour table ``nbrs[N, k]`` is read at sampling time, so a batch costs
 one gather. The table is kept up to date this way:
 
-- Rebuild, every ``refresh_every`` env steps (default: every 2% of the capacity, at least
+- Rebuild, every ``refresh_every`` env steps (default: every 5% of the capacity, at least
   1000) and just before learning starts: refit the scaling and k-means (``clusters.py``),
   sort the rows by cluster, then for every tile of 256 rows in that order compute the
   exact k nearest neighbours among ``window`` candidate rows: slices of the sorted order
@@ -109,7 +109,7 @@ class NMER(Sampler):
     alpha: float = opt(0.75, "Beta(alpha, alpha) of the mixing coefficient", min=1e-3)
     p_interp: float = opt(1.0, "share of rows that are synthetic; the rest stay real", min=0.0, max=1.0)
     refresh_every: int = opt(0, "env steps between rebuilds of the neighbour table "
-                                "(0: auto, capacity / 50 and at least 1000)", min=0)
+                                "(0: auto, capacity / 20 and at least 1000)", min=0)
     window: int = opt(2048, "candidate rows per neighbour search (in cluster order)", min=2)
     probes: int = opt(2, "nearest clusters searched; the window is split among them", min=1)
     cluster_size: int = opt(1024, "target rows per k-means cluster of the index", min=1)
@@ -118,7 +118,7 @@ class NMER(Sampler):
 
     @property
     def refresh_interval(self) -> int:
-        return self.refresh_every or auto_interval(self.spec.capacity)
+        return self.refresh_every or auto_interval(self.spec.capacity, 0.05)
 
     @property
     def num_clusters(self) -> int:

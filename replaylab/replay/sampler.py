@@ -36,10 +36,10 @@ class ReplaySpec:
     env_id: str = ""
 
 
-def auto_interval(capacity: int) -> int:
-    """Default upkeep interval of an index over the buffer: every 2% of its capacity,
-    at least every 1000 steps. Rows newer than that are what an index may not know yet."""
-    return max(1000, capacity // 50)
+def auto_interval(capacity: int, share: float = 0.02) -> int:
+    """Default upkeep interval of an index over the buffer: every ``share`` of its
+    capacity, at least every 1000 steps. Rows newer than that are what it may not know."""
+    return max(1000, int(capacity * share))
 
 
 @dataclass(frozen=True)
