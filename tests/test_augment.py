@@ -280,3 +280,29 @@ def test_every_method_trains_two_vmapped_seeds_and_resumes_exactly(method, small
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     assert progress_without_wall_clock(cfg["run_dir"]) == progress_without_wall_clock(cut)
+
+
+def test_lcer_rm_ignores_members_overwritten_since_the_refit_with_a_transition_of_another_cluster():
+    s = filled(400)
+    rm = sampler("lcer_rm", 400, clusters=4)
+    state = jax.jit(rm.refresh)(rm.init(s), s, jax.random.PRNGKey(0))
+    c0 = state.clusters
+    listed_in = np.empty(400, int)  # the cluster whose member list holds each row (refit)
+    for h in range(4):
+        start, count = int(c0.start[h]), int(c0.count[h])
+        listed_in[np.asarray(c0.order)[start:start + count]] = h
+    # overwrite every other row with a far-away transition, labelled on insertion as the loop does
+    rows = np.arange(0, 400, 2)
+    far = s.data.replace(obs=s.data.obs.at[rows].set(100.0), action=s.data.action.at[rows].set(1.0))
+    s2 = s.replace(data=far)
+    on_add = jax.jit(rm.on_add)
+    for r in rows:
+        state = on_add(state, s2, jnp.asarray(r, jnp.int32))
+    label = np.asarray(state.clusters.label)
+    moved = label != listed_in  # rows now holding a transition of another cluster
+    assert moved.sum() > 50
+    batch, _, p, _ = jax.jit(rm.sample, static_argnums=3)(state, s2, jax.random.PRNGKey(1), 4096)
+    p = np.asarray(p)
+    mixed = ~np.all(np.asarray(batch.obs) == np.asarray(s2.data.obs)[p], axis=1)
+    assert mixed.mean() > 0.3
+    assert not moved[p[mixed]].any(), "a moved row was mixed as a member of its old cluster"

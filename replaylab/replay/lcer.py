@@ -21,8 +21,9 @@ every row, and recompute the clusters' statistics. Differences from the original
 are sound choices rather than copies: it refitted RM's k-means from scratch after every
 episode and kept CC's statistics as running sums over every transition ever assigned
 (evicted ones included, under centroids that have since moved); here statistics and
-membership always describe the rows now in the buffer. Rows added since the last
-rebuild are sampled as i but are nobody's partner until the next rebuild.
+membership describe the rows in the buffer at the last refit. Rows added since then are
+sampled as i but are nobody's partner until the next refit; a member row overwritten
+since the refit is used only if its new transition is labelled with the same cluster.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class _LCER(Sampler):
         label = c.label.at[row].set(jnp.where(c.built, home, c.num))
         return state.replace(clusters=c.replace(label=label))
 
-    def _home(self, state, storage, rows):
+    def _home(self, state, rows):
         c = state.clusters
         home = c.label[rows]
         safe = jnp.minimum(home, c.num - 1)
@@ -113,7 +114,7 @@ class LCERClusterCentre(_LCER):
         k_rows, k_noise, k_lam = jax.random.split(key, 3)
         rows = uniform_indices(storage, k_rows, n)
         real = gather(storage, rows)
-        home, ok = self._home(state, storage, rows)
+        home, ok = self._home(state, rows)
         v = state.centre_mean[home] + jax.random.normal(k_noise, (n, state.centre_mean.shape[1])) \
             * (self.noise * state.centre_std[home])
         o, a = self.spec.obs_dim, self.spec.act_dim
@@ -129,13 +130,17 @@ class LCERRandomMember(_LCER):
         k_rows, k_p, k_q, k_lam = jax.random.split(key, 4)
         rows = uniform_indices(storage, k_rows, n)
         c = state.clusters
-        home, ok = self._home(state, storage, rows)
+        home, ok = self._home(state, rows)
 
         def member(k):
             pos = c.start[home] + jax.random.randint(k, (n,), 0, jnp.maximum(c.count[home], 1))
             return jnp.where(ok, c.order[pos], rows)
 
         p, q = member(k_p), member(k_q)
+        # a member row overwritten since the refit holds a new transition, labelled anew on
+        # insertion: it counts only if it still belongs to the cluster
+        ok = ok & (c.label[p] == home) & (c.label[q] == home)
+        p, q = jnp.where(ok, p, rows), jnp.where(ok, q, rows)
         tp, tq = gather(storage, p), gather(storage, q)
         mixed = mix(tp, tq, beta(k_lam, self.alpha, n))
         if termination_rule(self.spec.env_id) is None:
