@@ -15,6 +15,7 @@ from replaylab.replay import clusters as cl
 from replaylab.replay import storage as st
 from replaylab.replay.ct import next_in_episode
 from replaylab.replay.methods import SAMPLERS, make_sampler
+from replaylab.replay.mixing import beta
 from replaylab.replay.per import tree_init, tree_set
 from replaylab.replay.sampler import ReplaySpec
 from tests.conftest import checkpoint_arrays, progress_without_wall_clock
@@ -125,6 +126,18 @@ def test_nmer_rows_mix_the_sample_with_one_of_its_neighbours_with_one_beta_lambd
     assert abs(lams.mean() - 0.5) < 0.02 and abs(lams.var() - 0.1) < 0.01
 
 
+@pytest.mark.parametrize("alpha", [0.4, 0.75, 2.0, 8.0])
+def test_mixing_coefficients_follow_beta_alpha_alpha(alpha):
+    """Our Gamma-ratio sampler against the exact Beta CDF (Kolmogorov-Smirnov), under vmap."""
+    from scipy import stats
+
+    lam = np.asarray(jax.jit(jax.vmap(lambda k: beta(k, alpha, 10_000)))(jax.random.split(jax.random.PRNGKey(3), 2)))
+    assert np.all((lam >= 0) & (lam <= 1))
+    for row in lam:
+        assert stats.kstest(row, stats.beta(alpha, alpha).cdf).pvalue > 1e-3
+    assert not np.array_equal(lam[0], lam[1])
+
+
 def test_nmer_pairs_that_touch_a_terminal_stay_real_and_p_interp_keeps_a_real_share():
     s = filled(500, terminal_every=7)
     state, batch, rows = nmer_batch(s)
@@ -213,11 +226,13 @@ def test_per_frequencies_follow_priority_to_the_alpha_and_weights_match_a_refere
 def test_per_sum_tree_holds_prefix_sums_and_new_rows_get_the_max_priority():
     tree = tree_set(tree_init(5), jnp.arange(5), jnp.asarray([1.0, 2.0, 3.0, 4.0, 5.0]))
     assert float(tree.total) == 15.0
+    for parent, child in zip(tree.levels[:-1], tree.levels[1:]):
+        np.testing.assert_array_equal(np.asarray(parent), np.asarray(child).reshape(-1, 2).sum(1))
     per = sampler("per", 5)
     s = filled(5)
     state = per.update(per.init(s), jnp.asarray([0]), jnp.asarray([9.0]))
     state = per.on_add(state, s, jnp.asarray(3))
-    leaves = np.asarray(state.tree.nodes)[state.tree.leaves:][:5]
+    leaves = np.asarray(state.tree.leaves)[:5]
     assert leaves[3] == pytest.approx((9.0 + 1e-6) ** 0.6)
 
 

@@ -5,13 +5,13 @@
     after the update: p_i = |TD_i| + eps
 
 Sampling is stratified (one draw in each of n equal slices of the total mass) and runs
-inside the compiled step on a sum tree: a flat array where node v holds the sum of its
-children 2v and 2v+1 and the leaves hold p^alpha. Sampling and updating a batch cost
+inside the compiled step on a sum tree (``SumTree``: one array per level, each node the
+sum of its two children, the leaves p^alpha). Sampling and updating a batch cost
 O(n log N). Importance weights are normalised by the batch maximum, so they are <= 1.
 
-Known cost: in the compiled update XLA copies the tree twice per env step (two copies of
-f32[2^21] at a 1M buffer, seen in the compiled HLO), one reason PER measured 1.21-1.30x
-uniform per update at 1M rows. Not fixed yet.
+Known cost: in the compiled update XLA still copies the leaf level twice per env step
+(two copies of f32[2^20] at a 1M buffer, seen in the compiled HLO; the same sample and
+update compiled on their own have none). With one flat heap it copied the whole tree.
 """
 
 from __future__ import annotations
@@ -29,41 +29,49 @@ from replaylab.replay.storage import gather
 
 @struct.dataclass
 class SumTree:
-    nodes: jax.Array  # (2 * leaves,): nodes[1] is the total, leaves start at ``leaves``
+    """One array per level: ``levels[0]`` is the root (1,), ``levels[l]`` holds 2^l nodes,
+    node v of level l is the sum of nodes 2v and 2v+1 of level l + 1, and the last level
+    holds the leaves p^alpha. Separate arrays (not one flat heap) let XLA update every
+    level in place: an update reads level l + 1 and writes level l, never the same buffer
+    (with a flat heap it copied the whole tree twice per call)."""
+
+    levels: tuple
 
     @property
-    def leaves(self) -> int:
-        return self.nodes.shape[0] // 2
+    def leaves(self) -> jax.Array:
+        return self.levels[-1]
 
     @property
     def total(self) -> jax.Array:
-        return self.nodes[1]
+        return self.levels[0][0]
 
 
 def tree_init(capacity: int) -> SumTree:
-    leaves = 1 << max(capacity - 1, 1).bit_length()
-    return SumTree(jnp.zeros((2 * leaves,), jnp.float32))
+    depth = max(capacity - 1, 1).bit_length()
+    return SumTree(tuple(jnp.zeros((1 << level,), jnp.float32) for level in range(depth + 1)))
 
 
 def tree_set(tree: SumTree, rows: jax.Array, values: jax.Array) -> SumTree:
     """Set leaves ``rows`` to ``values`` and recompute the sums on their paths to the root."""
-    idx = rows + tree.leaves
-    nodes = tree.nodes.at[idx].set(values)
-    for _ in range(tree.leaves.bit_length() - 1):
+    levels = list(tree.levels)
+    levels[-1] = levels[-1].at[rows].set(values)
+    idx = rows
+    for level in range(len(levels) - 2, -1, -1):
         idx = idx // 2
-        nodes = nodes.at[idx].set(nodes[2 * idx] + nodes[2 * idx + 1])
-    return SumTree(nodes)
+        child = levels[level + 1]
+        levels[level] = levels[level].at[idx].set(child[2 * idx] + child[2 * idx + 1])
+    return SumTree(tuple(levels))
 
 
 def tree_find(tree: SumTree, mass: jax.Array) -> jax.Array:
     """The leaf where the prefix sum of the leaves first exceeds ``mass`` (vectorised)."""
-    idx = jnp.ones(mass.shape, jnp.int32)
-    for _ in range(tree.leaves.bit_length() - 1):
-        left = tree.nodes[2 * idx]
+    idx = jnp.zeros(mass.shape, jnp.int32)
+    for level in tree.levels[1:]:
+        left = level[2 * idx]
         go_right = mass >= left
         mass = jnp.where(go_right, mass - left, mass)
         idx = 2 * idx + go_right.astype(jnp.int32)
-    return idx - tree.leaves
+    return idx
 
 
 @struct.dataclass
@@ -98,7 +106,7 @@ class PER(Sampler):
         mass = (jnp.arange(n, dtype=jnp.float32) + jax.random.uniform(key, (n,))) * (total / n)
         rows = jnp.clip(tree_find(state.tree, jnp.minimum(mass, total * (1 - 1e-6))), 0,
                         jnp.maximum(storage.size - 1, 0))
-        prob = state.tree.nodes[rows + state.tree.leaves] / total
+        prob = state.tree.leaves[rows] / total
         w = (storage.size.astype(jnp.float32) * prob) ** -self.current_beta(state.samples)
         w = w / jnp.max(w)
         return gather(storage, rows), w, rows, state.replace(samples=state.samples + 1)

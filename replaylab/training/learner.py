@@ -81,7 +81,7 @@ class Learner:
         self.first_action = jax.jit(jax.vmap(self._first_action_one, in_axes=(0, 0, None)),
                                     static_argnums=2, donate_argnums=0)
         self.act = jax.jit(jax.vmap(lambda s, obs: agent.act(s.agent, obs)))
-        self.refresh = jax.jit(jax.vmap(self._refresh_one), donate_argnums=0)
+        self.refresh = jax.jit(self._refresh_seeds, donate_argnums=0)
         self._init_single = jax.jit(self._init_one)
         self._agent_init = jax.jit(agent.init)
         self._split_keys = jax.jit(jax.vmap(self._split_key_one), donate_argnums=0)
@@ -190,6 +190,15 @@ class Learner:
                 out[name] = jnp.mean(v)
         return out
 
-    def _refresh_one(self, s: SeedState) -> SeedState:
-        key, k = jax.random.split(s.key)
-        return s.replace(sampler=self.sampler.refresh(s.sampler, s.storage, k), key=key)
+    def _refresh_seeds(self, state: SeedState) -> SeedState:
+        """Sampler upkeep (index rebuilds), one seed after the other with ``lax.map``, not
+        ``vmap``: batched over seeds, the rebuild's dynamic slices turn into gathers and
+        NMER's took 2.2x longer at 1M rows (23.0 s against 10.3 s for one seed)."""
+
+        def one(args):
+            sampler_state, storage, key = args
+            key, k = jax.random.split(key)
+            return self.sampler.refresh(sampler_state, storage, k), key
+
+        sampler_state, key = jax.lax.map(one, (state.sampler, state.storage, state.key))
+        return state.replace(sampler=sampler_state, key=key)
