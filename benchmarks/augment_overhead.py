@@ -83,12 +83,12 @@ def filled_state(learner: Learner, sampler, data: dict, n: int):
 class Case:
     """One method's learner on a filled buffer, its upkeep timed once."""
 
-    def __init__(self, method: str, n: int, rr: int, data: dict):
+    def __init__(self, method: str, n: int, rr: int, data: dict, params: dict | None = None):
         agent = make_agent("sac", OBS, ACT, AgentConfig(), 1)
-        self.sampler = make_sampler(method, {}, ReplaySpec(OBS, ACT, n, "HalfCheetah-v5"))
+        self.sampler = make_sampler(method, params or {}, ReplaySpec(OBS, ACT, n, "HalfCheetah-v5"))
         self.learner = Learner(agent, self.sampler, capacity=n, batch_size=BATCH, replay_ratio=rr)
         self.state = filled_state(self.learner, self.sampler, data, n)
-        self.row = {"method": method, "buffer": n, "rr": rr, "refresh_s": 0.0,
+        self.row = {"method": method, **(params or {}), "buffer": n, "rr": rr, "refresh_s": 0.0,
                     "refresh_interval": self.sampler.refresh_interval, "step_ms_reps": []}
         if self.sampler.refresh_interval:
             times = []
@@ -98,6 +98,7 @@ class Case:
                 jax.block_until_ready(self.state)
                 times.append(time.perf_counter() - t0)
             self.row["refresh_s"] = min(times[1:])
+            self.row["rebuilds"] = len(times)  # the lists' recall below is after these
         i = np.arange(1)
         self.tr = Transition(obs=data["obs"][i], action=data["action"][i], reward=data["reward"][i],
                              next_obs=data["next_obs"][i], terminated=np.zeros(1, bool),
@@ -123,10 +124,11 @@ def per_update_ms(row: dict, step_ms: float) -> float:
     return (step_ms + amort) / row["rr"]
 
 
-def measure_all(methods: list[str], n: int, rr: int, data: dict, seconds: float, rounds: int) -> list[dict]:
+def measure_all(methods: list[str], n: int, rr: int, data: dict, seconds: float, rounds: int,
+                params: list[dict] | None = None) -> list[dict]:
     """Interleaved: in each round every method is timed once, so a change in the machine's
     load hits all of them alike; a method's ratio to uniform is the median over rounds."""
-    cases = [Case(m, n, rr, data) for m in methods]
+    cases = [Case(m, n, rr, data, p) for m, p in zip(methods, params or [None] * len(methods))]
     for _ in range(rounds):
         for c in cases:
             c.row["step_ms_reps"].append(c.time_steps(seconds))
@@ -166,6 +168,16 @@ def nmer_recall(state, sampler, n: int, queries: int = 200) -> dict:
             "random_dist_ratio": float(np.median(rand))}
 
 
+NMER_INDEX = [(2048, 1), (2048, 2), (4096, 2), (4096, 4), (8192, 4), (8192, 8)]
+
+
+def nmer_index_sweep(n: int, data: dict, seconds: float, rounds: int) -> list[dict]:
+    """What NMER's ``window`` and ``probes`` buy: recall and distance against cost, RR 1."""
+    methods = ["uniform"] + ["nmer"] * len(NMER_INDEX)
+    params = [None] + [{"window": w, "probes": p} for w, p in NMER_INDEX]
+    return measure_all(methods, n, 1, data, seconds, rounds, params)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="100000,1000000")
@@ -173,8 +185,20 @@ def main() -> None:
     p.add_argument("--methods", default=",".join(SAMPLERS))
     p.add_argument("--seconds", type=float, default=1.0, help="timed seconds per method and round")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds; ratios are medians over them")
+    p.add_argument("--nmer-index", type=int, default=0, metavar="ROWS",
+                   help="instead: NMER's recall and cost for several window/probes settings at ROWS rows")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "augment_overhead.json"))
     args = p.parse_args()
+    if args.nmer_index:
+        data = halfcheetah_data(args.nmer_index)
+        rows = nmer_index_sweep(args.nmer_index, data, args.seconds, args.rounds)
+        for r in rows:
+            print(f"{r['method']:<8} window {r.get('window', '-'):>5} probes {r.get('probes', '-'):>2}  "
+                  f"step {r['step_ms']:6.2f} ms  refresh {r['refresh_s']:6.2f} s  per update {r['per_update_ms']:5.2f} ms  "
+                  f"{r['vs_uniform']:.2f}x" + (f"  recall@k {r['recall']:.3f}, distance {r['dist_ratio']:.3f}x exact"
+                                               if "recall" in r else ""), flush=True)
+        write_json(Path(args.out), rows)
+        return
     sizes = [int(x) for x in args.sizes.split(",")]
     rrs = [int(x) for x in args.rrs.split(",")]
     methods = args.methods.split(",")
@@ -192,7 +216,10 @@ def main() -> None:
                 print(f"{n:>8} RR{rr:<3} {r['method']:<9} step {r['step_ms']:8.2f} ms  refresh {r['refresh_s']:6.2f} s "
                       f"every {r['refresh_interval']:>5}  per update {r['per_update_ms']:6.2f} ms  {ratio}{rec}",
                       flush=True)
-    out = Path(args.out)
+    write_json(Path(args.out), rows)
+
+
+def write_json(out: Path, rows: list[dict]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "jax": jax.__version__,

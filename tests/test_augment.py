@@ -98,6 +98,30 @@ def test_nmer_lists_are_the_true_k_nearest_neighbours_after_a_rebuild_and_on_ins
     np.testing.assert_allclose(np.sort(np.take_along_axis(d2, new, 1), 1), np.sort(d2, 1)[:, :k], rtol=1e-4)
 
 
+def test_nmer_rebuilds_refine_approximate_lists_with_neighbours_of_neighbours():
+    """On a buffer larger than the window, each rebuild searches the windows plus the old
+    lists and the old neighbours' lists: no row's list gets worse, recall rises."""
+    k, n = 5, 3000
+    s = filled(n)
+    nm = sampler("nmer", n, k=k, cluster_size=64, window=256)
+    refresh = jax.jit(nm.refresh)
+    state = nm.init(s)
+    rows = np.arange(0, n, 10)
+    sums, recalls = [], []
+    for i in range(4):
+        state = refresh(state, s, jax.random.PRNGKey(i))
+        nbrs = np.asarray(state.nbrs)[rows]
+        true, d = brute_knn(s, state.clusters, rows, k)
+        assert np.all(nbrs >= 0) and not np.any(nbrs == rows[:, None])
+        assert all(len(set(r)) == k for r in nbrs.tolist())  # no duplicates
+        found = np.take_along_axis(d, nbrs, axis=1)
+        sums.append(found.sum(1))
+        recalls.append(np.mean(np.sort(found, 1)[:, -1] <= true[:, -1] * (1 + 1e-5)))
+    for before, after in zip(sums, sums[1:]):
+        assert np.all(after <= before * (1 + 1e-5))
+    assert recalls[-1] >= recalls[0] + 0.2, recalls
+
+
 def nmer_batch(s, n=4096, alpha=0.75, **params):
     nm = sampler("nmer", s.capacity, k=5, alpha=alpha, **params)
     state = jax.jit(nm.refresh)(nm.init(s), s, jax.random.PRNGKey(0))
