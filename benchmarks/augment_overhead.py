@@ -98,7 +98,9 @@ class Case:
                 jax.block_until_ready(self.state)
                 times.append(time.perf_counter() - t0)
             self.row["refresh_s"] = min(times[1:])
-            self.row["rebuilds"] = len(times)  # the lists' recall below is after these
+            self.row["rebuilds"] = len(times)
+            if method == "nmer":  # before the timed steps, which write the same row over and over
+                self.row.update(nmer_recall(self.state, self.sampler, n))
         i = np.arange(1)
         self.tr = Transition(obs=data["obs"][i], action=data["action"][i], reward=data["reward"][i],
                              next_obs=data["next_obs"][i], terminated=np.zeros(1, bool),
@@ -142,8 +144,6 @@ def measure_all(methods: list[str], n: int, rr: int, data: dict, seconds: float,
             r["vs_uniform"] = statistics.median(
                 per_update_ms(r, m) / per_update_ms(cases[methods.index("uniform")].row, u)
                 for m, u in zip(r["step_ms_reps"], base))
-        if r["method"] == "nmer":
-            r.update(nmer_recall(c.state, c.sampler, n))
         rows.append(r)
     return rows
 

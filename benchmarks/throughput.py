@@ -5,7 +5,8 @@ Measures, each as the median of several timed repetitions:
 1. SAC gradient updates per second at batch 256, 2x256 networks, obs 17, act 6, with the
    replay storage (100k rows) on the device: RR 1 (one compiled call per update) and RR 32
    (32 updates fused in one call); Stable-Baselines3 and sbx on the same sizes when the
-   ``bench`` extra is installed (``pip install torch==2.13.0`` first, then ``.[bench]``).
+   ``bench`` extra is installed (``pip install torch==2.13.0`` first, then ``.[bench]``),
+   also with 1 and 32 gradient steps per ``train`` call (sbx fuses the steps of one call).
 2. Aggregate seed-updates per second with 1, 5 and 10 vmapped seeds (RR 32).
 3. This machine's XLA float32 matmul rate, and the SAC update's share of it (FLOPs from
    XLA's cost analysis).
@@ -102,8 +103,9 @@ def matmul_rate(seconds: float, reps: int) -> list[float]:
     return _timed(call, seconds, reps)
 
 
-def sb3_updates(kind: str, seconds: float, reps: int) -> list[float] | None:
-    """SB3 or sbx SAC updates/s on a HalfCheetah-sized problem, gradient steps only."""
+def sb3_updates(kind: str, steps: int, seconds: float, reps: int) -> list[float] | None:
+    """SB3 or sbx SAC updates/s on a HalfCheetah-sized problem, gradient steps only,
+    ``steps`` per ``train`` call (each call samples its batches from the host buffer)."""
     try:
         import gymnasium as gym
 
@@ -117,7 +119,6 @@ def sb3_updates(kind: str, seconds: float, reps: int) -> list[float] | None:
     model = SAC("MlpPolicy", env, learning_starts=0, batch_size=BATCH, buffer_size=100_000, seed=0,
                 **({"device": "cpu"} if kind == "sb3" else {}))
     model.learn(total_timesteps=2_000, progress_bar=False)  # fill some replay, compile
-    steps = 64
 
     def call():
         model.train(gradient_steps=steps, batch_size=BATCH)
@@ -201,8 +202,10 @@ def main() -> None:
 
     for name, fn in [("replaylab RR 1", lambda: replaylab_updates(1, 1, a.seconds, a.reps)),
                      ("replaylab RR 32 fused", lambda: replaylab_updates(1, 32, a.seconds, a.reps)),
-                     ("SB3 SAC", lambda: sb3_updates("sb3", a.seconds, a.reps)),
-                     ("sbx SAC", lambda: sb3_updates("sbx", a.seconds, a.reps))]:
+                     ("SB3 SAC, 1 step per call", lambda: sb3_updates("sb3", 1, a.seconds, a.reps)),
+                     ("SB3 SAC, 32 steps per call", lambda: sb3_updates("sb3", 32, a.seconds, a.reps)),
+                     ("sbx SAC, 1 step per call", lambda: sb3_updates("sbx", 1, a.seconds, a.reps)),
+                     ("sbx SAC, 32 steps per call", lambda: sb3_updates("sbx", 32, a.seconds, a.reps))]:
         r = fn()
         results[f"updates_per_s/{name}"] = r
         share = "" if r is None else f"{med(r) * flops / 1e9 / med(gflops):.0%} of matmul rate"
