@@ -66,47 +66,48 @@ class NMERState:
     adds: jax.Array  # () transitions added so far
 
 
-def knn_in_windows(storage, clusters, q_rows, q_valid, starts, width: int, k: int, zq=None, sorted_z=None,
-                   extra=None, position=None):
-    """Exact kNN of ``q_rows`` among the sorted rows in the windows [start, start + width)
-    and, if given, the rows ``extra`` (m, E) of each query (-1 for none).
+def in_windows(position, starts, width: int, n) -> jax.Array:
+    """Whether a sorted-order ``position`` (any shape) lies in one of the windows."""
+    p = position[..., None]
+    return jnp.any((p >= starts) & (p < starts + width), axis=-1) & (position < n)
+
+
+def window_candidates(storage, clusters, zq, q_rows, starts, width: int, sorted_z=None):
+    """Squared distances (m, P * width) from each query to the rows in the windows
+    [start, start + width) of the sorted order, and those rows; inf where not a candidate.
 
     ``sorted_z`` (the scaled features in cluster order, padded by ``width`` rows) turns the
-    candidate gathers into contiguous slices; a rebuild passes it, an insertion does not.
-    ``position`` (each row's place in the sorted order) lets extras already in a window be
-    dropped as duplicates."""
-    n = clusters.clustered
+    candidate gathers into contiguous slices; a rebuild passes it, an insertion does not."""
     pos = (starts[:, None] + jnp.arange(width)[None, :]).reshape(-1)
     probe = jnp.repeat(jnp.arange(starts.shape[0]), width)
-    # a position also covered by an earlier window is a duplicate
-    earlier = (pos[:, None] >= starts[None, :]) & (pos[:, None] < starts[None, :] + width) \
-        & (jnp.arange(starts.shape[0])[None, :] < probe[:, None])
-    c_rows = clusters.order[jnp.minimum(pos, storage.capacity - 1)]
-    if zq is None:
-        zq = cl.normalise(clusters, cl.features(storage, q_rows))
+    earlier = in_windows(pos, jnp.where(jnp.arange(starts.shape[0])[None, :] < probe[:, None], starts, -width),
+                         width, clusters.clustered)  # also in an earlier window: a duplicate
+    rows = clusters.order[jnp.minimum(pos, storage.capacity - 1)]
     if sorted_z is None:
-        zc = cl.normalise(clusters, cl.features(storage, c_rows))
+        zc = cl.normalise(clusters, cl.features(storage, rows))
     else:
-        zc = jax.vmap(lambda s0: jax.lax.dynamic_slice_in_dim(sorted_z, s0, width))(starts)
-        zc = zc.reshape(-1, sorted_z.shape[1])
-    d2 = cl.sq_dists(zq, zc)
-    bad = ((pos >= n) | jnp.any(earlier, axis=1))[None, :] | (c_rows[None, :] == q_rows[:, None]) \
-        | ~q_valid[:, None]
-    d2 = jnp.where(bad, jnp.inf, d2)
-    c_rows = jnp.broadcast_to(c_rows[None, :], d2.shape)
-    if extra is not None:
-        e = jnp.sort(extra, axis=1)  # equal rows become neighbours: keep the first
-        dup = jnp.concatenate([jnp.zeros_like(e[:, :1], bool), e[:, 1:] == e[:, :-1]], axis=1)
-        p = position[jnp.maximum(e, 0)]
-        in_window = jnp.any((p[..., None] >= starts[None, None, :]) & (p[..., None] < starts[None, None, :] + width)
-                            & (p[..., None] < n), axis=-1)
-        ze = cl.normalise(clusters, cl.features(storage, jnp.maximum(e, 0)))
-        de = jnp.sum((ze - zq[:, None, :]) ** 2, axis=-1)
-        bad_e = (e < 0) | (e >= storage.size) | dup | in_window | (e == q_rows[:, None]) | ~q_valid[:, None]
-        d2 = jnp.concatenate([d2, jnp.where(bad_e, jnp.inf, de)], axis=1)
-        c_rows = jnp.concatenate([c_rows, e], axis=1)
-    neg, idx = jax.lax.top_k(-d2, k)
-    return jnp.where(jnp.isfinite(neg), jnp.take_along_axis(c_rows, idx, 1), -1)
+        zc = jax.vmap(lambda s0: jax.lax.dynamic_slice_in_dim(sorted_z, s0, width))(starts).reshape(-1, zq.shape[1])
+    bad = ((pos >= clusters.clustered) | earlier)[None, :] | (rows[None, :] == q_rows[:, None])
+    d2 = jnp.where(bad, jnp.inf, cl.sq_dists(zq, zc))
+    return d2, jnp.broadcast_to(rows, d2.shape)
+
+
+def listed_candidates(storage, clusters, zq, q_rows, rows, starts, width: int, position):
+    """Squared distances (m, E) from each query to its own candidate ``rows`` (m, E), -1 for
+    none; inf for repeats and for rows already in a window."""
+    rows = jnp.sort(rows, axis=1)
+    repeat = jnp.concatenate([jnp.zeros_like(rows[:, :1], bool), rows[:, 1:] == rows[:, :-1]], axis=1)
+    safe = jnp.maximum(rows, 0)
+    z = cl.normalise(clusters, cl.features(storage, safe))
+    bad = (rows < 0) | (rows >= storage.size) | repeat | (rows == q_rows[:, None]) \
+        | in_windows(position[safe], starts, width, clusters.clustered)
+    return jnp.where(bad, jnp.inf, jnp.sum((z - zq[:, None, :]) ** 2, axis=-1)), rows
+
+
+def k_nearest(d2, rows, q_valid, k: int) -> jax.Array:
+    """The ``k`` candidates nearest to each query (-1 where fewer are left)."""
+    neg, idx = jax.lax.top_k(-jnp.where(q_valid[:, None], d2, jnp.inf), k)
+    return jnp.where(jnp.isfinite(neg), jnp.take_along_axis(rows, idx, 1), -1)
 
 
 def probe_starts(clusters, homes, n, width: int):
@@ -164,7 +165,8 @@ class NMER(Sampler):
         z = cl.normalise(c, cl.features(storage, row[None]))
         homes = nearest_clusters(c, z, self.num_probes)[0]
         starts = probe_starts(c, homes, c.clustered, self.width)
-        lst = knn_in_windows(storage, c, row[None], c.built[None], starts, self.width, self.k)[0]
+        d2, rows = window_candidates(storage, c, z, row[None], starts, self.width)
+        lst = k_nearest(d2, rows, c.built[None], self.k)[0]
         t = state.adds + 1
         return state.replace(nbrs=state.nbrs.at[row].set(lst), listed_at=state.listed_at.at[row].set(t),
                              written_at=state.written_at.at[row].set(t), adds=t)
@@ -188,8 +190,10 @@ class NMER(Sampler):
             first = old[q_rows]
             second = old[jnp.maximum(first, 0)]
             second = jnp.where(first[..., None] >= 0, second, -1).reshape(TILE, -1)
-            lists = knn_in_windows(storage, c, q_rows, q_valid, starts, self.width, self.k, zq, sorted_z,
-                                   jnp.concatenate([first, second], axis=1), position)
+            d2, rows = window_candidates(storage, c, zq, q_rows, starts, self.width, sorted_z)
+            d2_l, rows_l = listed_candidates(storage, c, zq, q_rows, jnp.concatenate([first, second], axis=1),
+                                             starts, self.width, position)
+            lists = k_nearest(jnp.concatenate([d2, d2_l], 1), jnp.concatenate([rows, rows_l], 1), q_valid, self.k)
             return nbrs.at[jnp.where(q_valid, q_rows, N)].set(lists, mode="drop")
 
         nbrs = jax.lax.fori_loop(0, (n + TILE - 1) // TILE, tile, state.nbrs)
