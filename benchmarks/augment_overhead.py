@@ -178,6 +178,20 @@ def nmer_index_sweep(n: int, data: dict, seconds: float, rounds: int) -> list[di
     return measure_all(methods, n, 1, data, seconds, rounds, params)
 
 
+def nmer_recall_by_rebuild(n: int, data: dict, rebuilds: int = 6) -> list[dict]:
+    """Recall of NMER's default lists after each of ``rebuilds`` rebuilds on the same rows:
+    each rebuild also searches the previous lists and the neighbours' lists."""
+    sampler = make_sampler("nmer", {}, ReplaySpec(OBS, ACT, n, "HalfCheetah-v5"))
+    learner = Learner(make_agent("sac", OBS, ACT, AgentConfig(), 1), sampler, capacity=n, batch_size=BATCH,
+                      replay_ratio=1)
+    state = filled_state(learner, sampler, data, n)
+    out = []
+    for i in range(rebuilds):
+        state = learner.refresh(state)
+        out.append({"rebuilds": i + 1, **nmer_recall(state, sampler, n)})
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="100000,1000000")
@@ -197,7 +211,11 @@ def main() -> None:
                   f"step {r['step_ms']:6.2f} ms  refresh {r['refresh_s']:6.2f} s  per update {r['per_update_ms']:5.2f} ms  "
                   f"{r['vs_uniform']:.2f}x" + (f"  recall@k {r['recall']:.3f}, distance {r['dist_ratio']:.3f}x exact"
                                                if "recall" in r else ""), flush=True)
-        write_json(Path(args.out), rows)
+        by_rebuild = nmer_recall_by_rebuild(args.nmer_index, data)
+        for r in by_rebuild:
+            print(f"default lists after {r['rebuilds']} rebuilds: recall@k {r['recall']:.3f}, "
+                  f"distance {r['dist_ratio']:.3f}x exact", flush=True)
+        write_json(Path(args.out), rows, by_rebuild=by_rebuild)
         return
     sizes = [int(x) for x in args.sizes.split(",")]
     rrs = [int(x) for x in args.rrs.split(",")]
@@ -219,11 +237,11 @@ def main() -> None:
     write_json(Path(args.out), rows)
 
 
-def write_json(out: Path, rows: list[dict]) -> None:
+def write_json(out: Path, rows: list[dict], **extra) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "jax": jax.__version__,
-                               "rows": rows}, indent=1))
+                               "rows": rows, **extra}, indent=1))
     tmp.replace(out)
     print(f"wrote {out}")
 
