@@ -16,7 +16,7 @@ from replaylab.replay import storage as st
 from replaylab.replay.ct import next_in_episode
 from replaylab.replay.methods import SAMPLERS, make_sampler
 from replaylab.replay.mixing import beta
-from replaylab.replay.per import tree_init, tree_set
+from replaylab.replay.per import tree_find, tree_init, tree_set
 from replaylab.replay.sampler import ReplaySpec
 from tests.conftest import checkpoint_arrays, progress_without_wall_clock
 
@@ -252,6 +252,10 @@ def test_per_sum_tree_holds_prefix_sums_and_new_rows_get_the_max_priority():
     assert float(tree.total) == 15.0
     for parent, child in zip(tree.levels[:-1], tree.levels[1:]):
         np.testing.assert_array_equal(np.asarray(parent), np.asarray(child).reshape(-1, 2).sum(1))
+    rows, value = tree_find(tree_set(tree_init(4), jnp.arange(4), jnp.asarray([1.0, 2.0, 0.0, 3.0])),
+                            jnp.asarray([0.0, 0.99, 1.0, 2.99, 3.0, 5.99, 100.0]))
+    assert np.asarray(rows).tolist() == [0, 0, 1, 1, 3, 3, 3]  # never the empty leaf 2, even past the total
+    np.testing.assert_array_equal(np.asarray(value), [1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 3.0])
     per = sampler("per", 5)
     s = filled(5)
     state = per.update(per.init(s), jnp.asarray([0]), jnp.asarray([9.0]))
