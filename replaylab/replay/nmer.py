@@ -19,7 +19,8 @@ one gather. The table is kept up to date this way:
   order around the ``probes`` clusters nearest to the tile's cluster, plus each row's
   previous list and its previous neighbours' lists (one step of NN-descent, Dong et al.
   2011). A row's list therefore never gets worse from one rebuild to the next (for a
-  fixed scaling) and its recall rises with each rebuild the row lives through. When the
+  fixed scaling, while its neighbours stay in the buffer) and its recall rises with each
+  rebuild the row lives through. When the
   buffer holds at most ``window`` rows the windows cover it: the lists are the exact kNN.
 - On insertion: a new row gets its list at once, from the windows around its nearest
   clusters. Rows written since the last rebuild are in no older row's list yet: that is
