@@ -86,7 +86,7 @@ examples:
 
 def _compare_parser(sub) -> None:
     from replaylab.analysis.aggregate import DEFAULT_REPS
-    from replaylab.analysis.compare import DEFAULT_OUT, DEFAULT_SEEDS
+    from replaylab.compare import DEFAULT_OUT, DEFAULT_SEEDS
     from replaylab.replay.methods import SAMPLERS
 
     c = sub.add_parser("compare", help="compare replay methods: IQM with 95%% CIs and learning curves",
@@ -136,7 +136,7 @@ def _report(run) -> None:
 
 
 def _compare(args) -> None:
-    from replaylab.analysis import compare
+    from replaylab import compare
     from replaylab.config import parse_overrides
 
     reps = compare.parse_int(args.reps, "--reps") if args.reps is not None else None

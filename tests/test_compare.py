@@ -225,7 +225,7 @@ def test_rows_per_env_and_normalised_rows_over_all_envs(tmp_path):
 
 
 def test_report_with_two_envs_writes_the_env_column_and_explains_all(tmp_path):
-    from replaylab.analysis.compare import report
+    from replaylab.compare import report
 
     lines: list[str] = []
     rows = report(_records(SCALED), tmp_path / "out", reps=100, echo=lines.append)
@@ -320,7 +320,7 @@ def test_grid_file(tmp_path, capsys):
 
 
 def test_the_default_grid_file_is_valid():
-    from replaylab.analysis.compare import cell_configs, load_grid_file, resolve_grid
+    from replaylab.compare import cell_configs, load_grid_file, resolve_grid
 
     path = Path(__file__).parent.parent / "configs" / "compare.yaml"
     grid = resolve_grid(load_grid_file(path), {}, {})

@@ -1,9 +1,10 @@
-"""Comparing replay methods: load finished runs, aggregate them with rliable, plot them.
+"""Reading finished runs: aggregate them with rliable, plot them.
 
 - :mod:`replaylab.analysis.aggregate` reads run directories into records and computes the
   interquartile mean (IQM) with stratified-bootstrap confidence intervals;
-- :mod:`replaylab.analysis.plot` draws the learning curves;
-- :mod:`replaylab.analysis.compare` runs a grid of methods x envs x seeds and reports.
+- :mod:`replaylab.analysis.plot` draws the learning curves.
+
+The grid runner on top of these and of training is :mod:`replaylab.compare`.
 """
 
 from replaylab.analysis.aggregate import RunRecord, aggregate, find_run_dirs, load_runs
