@@ -20,8 +20,8 @@ one gather. The table is kept up to date this way:
   previous list and its previous neighbours' lists (one step of NN-descent, Dong et al.
   2011). A row's list therefore never gets worse from one rebuild to the next (for a
   fixed scaling, while its neighbours stay in the buffer) and its recall rises with each
-  rebuild the row lives through. When the
-  buffer holds at most ``window`` rows the windows cover it: the lists are the exact kNN.
+  rebuild the row lives through. When the buffer holds at most ``window`` rows the
+  windows cover it: the lists are the exact kNN.
 - On insertion: a new row gets its list at once, from the windows around its nearest
   clusters. Rows written since the last rebuild are in no older row's list yet: that is
   the staleness bound, at most ``refresh_every`` steps.
@@ -31,9 +31,9 @@ one gather. The table is kept up to date this way:
 On larger buffers the lists are approximate. Measured on 100k real HalfCheetah rows
 (``benchmarks/augment_overhead.py --nmer-index 100000``): recall@10 is 0.35 after one
 rebuild (in 23 dimensions distances concentrate: many rows are almost as close as the
-true 10th neighbour), 0.58 after three and 0.78 after six; the listed neighbours are
-on median 1.06x, 1.03x, then 1.01x as far as the exact 10 nearest, while a
-random row is 2.1x as far.
+true 10th neighbour), 0.58 after three and 0.78 after six; the listed neighbours are on
+median 1.06x, 1.03x, then 1.01x as far as the exact 10 nearest, while a random row is
+2.1x as far.
 
 The original (rmsander/interreplay) queried an exact FAISS index on every step, but
 added rows under the scaling in force when they were inserted and never rescaled old
