@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from replaylab.params import opt
 from replaylab.replay.mixing import beta, pair_or_real
 from replaylab.replay.sampler import Sampler
-from replaylab.replay.storage import Storage, gather, uniform_indices
+from replaylab.replay.storage import Storage, gather
 
 
 def next_in_episode(storage: Storage, rows: jax.Array) -> jax.Array:
@@ -33,10 +33,7 @@ def next_in_episode(storage: Storage, rows: jax.Array) -> jax.Array:
 class CT(Sampler):
     alpha: float = opt(0.75, "Beta(alpha, alpha) of the mixing coefficient", min=1e-3)
 
-    def sample(self, state, storage, key, n):
-        k_rows, k_lam = jax.random.split(key)
-        rows = uniform_indices(storage, k_rows, n)
+    def augment(self, state, storage, rows, key):
         partner = next_in_episode(storage, rows)
-        batch = pair_or_real(gather(storage, rows), gather(storage, partner), beta(k_lam, self.alpha, n),
-                             partner != rows)
-        return batch, jnp.ones((n,), jnp.float32), rows, state
+        return pair_or_real(gather(storage, rows), gather(storage, partner), beta(key, self.alpha, rows.shape[0]),
+                            partner != rows)

@@ -110,9 +110,9 @@ class _LCER(Sampler):
 class LCERClusterCentre(_LCER):
     noise: float = opt(0.01, "std of the centre's noise, as a fraction of the cluster's std", min=0.0)
 
-    def sample(self, state, storage, key, n):
-        k_rows, k_noise, k_lam = jax.random.split(key, 3)
-        rows = uniform_indices(storage, k_rows, n)
+    def augment(self, state, storage, rows, key):
+        n = rows.shape[0]
+        k_noise, k_lam = jax.random.split(key)
         real = gather(storage, rows)
         home, ok = self._home(state, rows)
         v = state.centre_mean[home] + jax.random.normal(k_noise, (n, state.centre_mean.shape[1])) \
@@ -121,12 +121,12 @@ class LCERClusterCentre(_LCER):
         centre = real.replace(obs=v[:, :o], action=jnp.clip(v[:, o:o + a], -1.0, 1.0), reward=v[:, o + a],
                               next_obs=v[:, o + a + 1:])
         mixed = mix(real, centre, beta(k_lam, self.alpha, n))
-        return self._finish(mixed, real, ok), jnp.ones((n,), jnp.float32), rows, state
+        return self._finish(mixed, real, ok)
 
 
 @dataclass(frozen=True)
 class LCERRandomMember(_LCER):
-    def sample(self, state, storage, key, n):
+    def sample(self, state, storage, key, n):  # the row it reports is p, drawn from the cluster
         k_rows, k_p, k_q, k_lam = jax.random.split(key, 4)
         rows = uniform_indices(storage, k_rows, n)
         c = state.clusters

@@ -22,10 +22,9 @@ from replaylab.replay.storage import gather, uniform_indices
 class Mixup(Sampler):
     alpha: float = opt(0.75, "Beta(alpha, alpha) of the mixing coefficient", min=1e-3)
 
-    def sample(self, state, storage, key, n):
-        k_rows, k_partner, k_lam = jax.random.split(key, 3)
-        rows = uniform_indices(storage, k_rows, n)
+    def augment(self, state, storage, rows, key):
+        n = rows.shape[0]
+        k_partner, k_lam = jax.random.split(key)
         partner = uniform_indices(storage, k_partner, n)
-        batch = pair_or_real(gather(storage, rows), gather(storage, partner), beta(k_lam, self.alpha, n),
-                             jnp.ones((n,), bool))
-        return batch, jnp.ones((n,), jnp.float32), rows, state
+        return pair_or_real(gather(storage, rows), gather(storage, partner), beta(k_lam, self.alpha, n),
+                            jnp.ones((n,), bool))

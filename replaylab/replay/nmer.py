@@ -53,7 +53,7 @@ from replaylab.params import opt
 from replaylab.replay import clusters as cl
 from replaylab.replay.mixing import beta, pair_or_real
 from replaylab.replay.sampler import Sampler, auto_interval
-from replaylab.replay.storage import gather, uniform_indices
+from replaylab.replay.storage import gather
 
 TILE = 256  # rows whose lists are computed together during a rebuild
 
@@ -201,13 +201,12 @@ class NMER(Sampler):
         nbrs = jax.lax.fori_loop(0, (n + TILE - 1) // TILE, tile, state.nbrs)
         return state.replace(clusters=c, nbrs=nbrs, listed_at=jnp.full_like(state.listed_at, state.adds))
 
-    def sample(self, state, storage, key, n):
-        k_rows, k_pick, k_lam, k_real = jax.random.split(key, 4)
-        rows = uniform_indices(storage, k_rows, n)
+    def augment(self, state, storage, rows, key):
+        n = rows.shape[0]
+        k_pick, k_lam, k_real = jax.random.split(key, 3)
         partner = state.nbrs[rows, jax.random.randint(k_pick, (n,), 0, self.k)]
         safe = jnp.maximum(partner, 0)
         valid = (partner >= 0) & (state.written_at[safe] <= state.listed_at[rows])
         synthetic = jax.random.uniform(k_real, (n,)) < self.p_interp
-        batch = pair_or_real(gather(storage, rows), gather(storage, safe), beta(k_lam, self.alpha, n),
-                             valid & synthetic)
-        return batch, jnp.ones((n,), jnp.float32), rows, state
+        return pair_or_real(gather(storage, rows), gather(storage, safe), beta(k_lam, self.alpha, n),
+                            valid & synthetic)

@@ -13,11 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import jax
-import jax.numpy as jnp
 
 from replaylab.params import opt
 from replaylab.replay.sampler import Sampler
-from replaylab.replay.storage import gather, uniform_indices
+from replaylab.replay.storage import gather
 
 
 @dataclass(frozen=True)
@@ -25,15 +24,13 @@ class Noise(Sampler):
     sigma: float = opt(0.1, "std of the multiplicative noise", min=0.0)
     per_batch: bool = opt(False, "one noise draw per field for the whole batch (the original's choice)")
 
-    def sample(self, state, storage, key, n):
-        k_rows, *k = jax.random.split(key, 5)
-        rows = uniform_indices(storage, k_rows, n)
+    def augment(self, state, storage, rows, key):
+        k = jax.random.split(key, 4)
         b = gather(storage, rows)
 
         def noisy(x, kk):
             shape = x.shape[1:] if self.per_batch else x.shape
             return x * (1.0 + self.sigma * jax.random.normal(kk, shape, x.dtype))
 
-        b = b.replace(obs=noisy(b.obs, k[0]), action=noisy(b.action, k[1]), reward=noisy(b.reward, k[2]),
-                      next_obs=noisy(b.next_obs, k[3]))
-        return b, jnp.ones((n,), jnp.float32), rows, state
+        return b.replace(obs=noisy(b.obs, k[0]), action=noisy(b.action, k[1]), reward=noisy(b.reward, k[2]),
+                         next_obs=noisy(b.next_obs, k[3]))

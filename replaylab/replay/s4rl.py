@@ -8,23 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import jax
-import jax.numpy as jnp
 
 from replaylab.params import opt
 from replaylab.replay.mixing import beta
 from replaylab.replay.sampler import Sampler
-from replaylab.replay.storage import gather, uniform_indices
+from replaylab.replay.storage import gather
 
 
 @dataclass(frozen=True)
 class S4RL(Sampler):
     alpha: float = opt(0.75, "Beta(alpha, alpha) of the mixing coefficient", min=1e-3)
 
-    def sample(self, state, storage, key, n):
-        k_rows, k_lam = jax.random.split(key)
-        rows = uniform_indices(storage, k_rows, n)
+    def augment(self, state, storage, rows, key):
         b = gather(storage, rows)
-        lam = beta(k_lam, self.alpha, n)[:, None]
-        b = b.replace(obs=lam * b.obs + (1.0 - lam) * b.next_obs)
-        return b, jnp.ones((n,), jnp.float32), rows, state
+        lam = beta(key, self.alpha, rows.shape[0])[:, None]
+        return b.replace(obs=lam * b.obs + (1.0 - lam) * b.next_obs)

@@ -7,7 +7,10 @@ inside the compiled training step, vmapped over seeds:
 
 - ``init(storage)``: the method's initial state.
 - ``on_add(state, storage, row)``: a transition was just written at ``row``.
-- ``sample(state, storage, key, n)``: (batch, per-sample weights, rows, new state).
+- ``sample(state, storage, key, n)``: (batch, per-sample weights, rows, new state). The
+  default draws rows uniformly, gives them unit weights and builds the batch with
+  ``augment(state, storage, rows, key)``; an augmentation method overrides only
+  ``augment``, a different way of drawing rows (PER) overrides ``sample``.
 - ``update(state, rows, td_errors)``: feedback from the gradient update (PER).
 - ``refresh(state, storage, key)``: upkeep, called by the training loop once just before
   learning starts and then every ``refresh_interval`` environment steps (0: never).
@@ -65,7 +68,12 @@ class Sampler:
 
     def sample(self, state, storage: Storage, key: jax.Array, n: int):
         rows = uniform_indices(storage, key, n)
-        return gather(storage, rows), jnp.ones((n,), jnp.float32), rows, state
+        batch = self.augment(state, storage, rows, jax.random.fold_in(key, 1))
+        return batch, jnp.ones((n,), jnp.float32), rows, state
+
+    def augment(self, state, storage: Storage, rows: jax.Array, key: jax.Array) -> Transition:
+        """The batch rows made from the uniformly drawn ``rows``: as stored, by default."""
+        return gather(storage, rows)
 
     def update(self, state, rows: jax.Array, td_errors: jax.Array):
         return state
