@@ -79,6 +79,12 @@ def nearest(centroids: jax.Array, z: jax.Array) -> jax.Array:
     return jax.lax.map(one, zp).reshape(-1)[: z.shape[0]]
 
 
+def nearest_nonempty(cl: Clusters, z: jax.Array, k: int) -> jax.Array:
+    """The ``k`` nearest clusters with members, for each row of z (m, k)."""
+    d2 = jnp.where(cl.count[None, :] > 0, sq_dists(z, cl.centroids), jnp.inf)
+    return jax.lax.top_k(-d2, k)[1]
+
+
 def rebuild(cl: Clusters, storage: Storage, key: jax.Array, iters: int, points: int) -> Clusters:
     """Refit the normalisation and the centroids, then reassign and sort every row."""
     n, C = storage.size, cl.num

@@ -36,7 +36,7 @@ from flax import struct
 
 from replaylab.params import opt
 from replaylab.replay import clusters as cl
-from replaylab.replay.mixing import beta, mix, where_rows
+from replaylab.replay.mixing import beta, mix, pair_or_real, where_rows
 from replaylab.replay.sampler import Sampler, auto_interval
 from replaylab.replay.storage import Transition, gather, uniform_indices
 from replaylab.replay.termination import termination_rule
@@ -88,7 +88,7 @@ class _LCER(Sampler):
     def on_add(self, state, storage, row):
         """Label the new row with its nearest centroid, so sampling only reads labels."""
         c = state.clusters
-        home = cl.nearest(c.centroids, cl.normalise(c, cl.features(storage, row[None])))[0]
+        home = cl.nearest_nonempty(c, cl.normalise(c, cl.features(storage, row[None])), 1)[0, 0]
         label = c.label.at[row].set(jnp.where(c.built, home, c.num))
         return state.replace(clusters=c.replace(label=label))
 
@@ -98,12 +98,14 @@ class _LCER(Sampler):
         safe = jnp.minimum(home, c.num - 1)
         return safe, c.built & (home < c.num) & (c.count[safe] > 0)
 
-    def _finish(self, mixed: Transition, real: Transition, ok: jax.Array) -> Transition:
+    def _mix(self, sample: Transition, partner: Transition, lam: jax.Array, ok: jax.Array) -> Transition:
+        """Mix where ``ok``. Where the env's termination rule is known the mixed row's flag
+        is recomputed from its s'; otherwise a pair touching a terminal stays real."""
         rule = termination_rule(self.spec.env_id)
-        if rule is None:  # unknown: keep the sample's flag; a terminal sample stays real
-            return where_rows(ok & ~real.terminated, mixed, real)
-        mixed = mixed.replace(terminated=rule(mixed.next_obs))
-        return where_rows(ok, mixed, real)
+        if rule is None:
+            return pair_or_real(sample, partner, lam, ok)
+        mixed = mix(sample, partner, lam)
+        return where_rows(ok, mixed.replace(terminated=rule(mixed.next_obs)), sample)
 
 
 @dataclass(frozen=True)
@@ -120,8 +122,7 @@ class LCERClusterCentre(_LCER):
         o, a = self.spec.obs_dim, self.spec.act_dim
         centre = real.replace(obs=v[:, :o], action=jnp.clip(v[:, o:o + a], -1.0, 1.0), reward=v[:, o + a],
                               next_obs=v[:, o + a + 1:])
-        mixed = mix(real, centre, beta(k_lam, self.alpha, n))
-        return self._finish(mixed, real, ok)
+        return self._mix(real, centre, beta(k_lam, self.alpha, n), ok)
 
 
 @dataclass(frozen=True)
@@ -141,8 +142,5 @@ class LCERRandomMember(_LCER):
         # insertion: it counts only if it still belongs to the cluster
         ok = ok & (c.label[p] == home) & (c.label[q] == home)
         p, q = jnp.where(ok, p, rows), jnp.where(ok, q, rows)
-        tp, tq = gather(storage, p), gather(storage, q)
-        mixed = mix(tp, tq, beta(k_lam, self.alpha, n))
-        if termination_rule(self.spec.env_id) is None:
-            ok = ok & ~tq.terminated
-        return self._finish(mixed, tp, ok), jnp.ones((n,), jnp.float32), p, state
+        mixed = self._mix(gather(storage, p), gather(storage, q), beta(k_lam, self.alpha, n), ok)
+        return mixed, jnp.ones((n,), jnp.float32), p, state

@@ -120,12 +120,6 @@ def probe_starts(clusters, homes, n, width: int):
     return jnp.where(n <= width * homes.shape[-1], tiled, starts)
 
 
-def nearest_clusters(clusters, z, probes: int):
-    d2 = cl.sq_dists(z, clusters.centroids)
-    d2 = jnp.where(clusters.count[None, :] > 0, d2, jnp.inf)
-    return jax.lax.top_k(-d2, probes)[1]
-
-
 @dataclass(frozen=True)
 class NMER(Sampler):
     k: int = opt(10, "neighbours to draw the partner from (the sample itself excluded)", min=1)
@@ -165,7 +159,7 @@ class NMER(Sampler):
     def on_add(self, state, storage, row):
         c = state.clusters
         z = cl.normalise(c, cl.features(storage, row[None]))
-        homes = nearest_clusters(c, z, self.num_probes)[0]
+        homes = cl.nearest_nonempty(c, z, self.num_probes)[0]
         starts = probe_starts(c, homes, c.clustered, self.width)
         d2, rows = window_candidates(storage, c, z, row[None], starts, self.width)
         lst = k_nearest(d2, rows, c.built[None], self.k)[0]
@@ -176,7 +170,7 @@ class NMER(Sampler):
     def refresh(self, state, storage, key):
         c = cl.rebuild(state.clusters, storage, key, self.kmeans_iters, self.kmeans_points)
         n, N = c.clustered, storage.capacity
-        near = nearest_clusters(c, c.centroids, self.num_probes)  # each cluster's nearest clusters
+        near = cl.nearest_nonempty(c, c.centroids, self.num_probes)  # each cluster's nearest clusters
         pad = self.num_probes * self.width + TILE
         sorted_z = jnp.pad(cl.normalise(c, cl.features(storage, c.order)), ((0, pad), (0, 0)))
         position = jnp.zeros((N,), jnp.int32).at[c.order].set(jnp.arange(N, dtype=jnp.int32))
