@@ -23,8 +23,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from replaylab.analysis.aggregate import (
-    ALL_ENVS, CONFIDENCE, DEFAULT_REPS, METRICS, NORMALISATION, RunRecord, aggregate, default_budgets, load_runs,
+    LOGGING_KEYS, ALL_ENVS, CONFIDENCE, DEFAULT_REPS, METRICS, NORMALISATION, RunRecord, aggregate, default_budgets, load_runs,
     runs_summary, table_csv, table_text)
+from replaylab.config import show_value
 from replaylab.errors import ConfigError
 
 DEFAULT_SEEDS = 3
@@ -32,9 +33,6 @@ DEFAULT_OUT = "runs/compare"
 GRID_KEYS = ("methods", "envs", "seeds", "out", "steps", "reps", "overrides")
 # Keys the grid sets per cell, and the option that sets them instead.
 RESERVED = {"env": "--envs", "replay": "--methods", "seeds": "--seeds", "run_dir": "--out"}
-# Keys that only change logging, not what a run learns: a finished cell is reused whatever they are.
-_LOGGING_KEYS = {"run_dir", "progress_bar", "tensorboard", "wandb", "wandb_mode", "wandb_project",
-                 "replaylab_version", "git_commit"}
 
 
 @dataclass
@@ -57,12 +55,12 @@ def parse_names(value: Any, option: str) -> list[str]:
     elif isinstance(value, (list, tuple)) and all(isinstance(x, str) for x in value):
         items = [x.strip() for x in value]
     else:
-        raise ConfigError(f"{option}={_show(value)}: expected comma-separated names")
+        raise ConfigError(f"{option}={show_value(value)}: expected comma-separated names")
     if not items or any(not x for x in items):
-        raise ConfigError(f"{option}={_show(value)}: expected comma-separated names, none empty")
+        raise ConfigError(f"{option}={show_value(value)}: expected comma-separated names, none empty")
     repeated = sorted({x for x in items if items.count(x) > 1})
     if repeated:
-        raise ConfigError(f"{option}={_show(value)}: {', '.join(repeated)} given more than once")
+        raise ConfigError(f"{option}={show_value(value)}: {', '.join(repeated)} given more than once")
     return items
 
 
@@ -73,7 +71,7 @@ def parse_int(value: Any, option: str, minimum: int = 1) -> int:
         except ValueError:
             raise ConfigError(f"{option}={value}: expected an integer >= {minimum}") from None
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{option}={_show(value)}: expected an integer >= {minimum}")
+        raise ConfigError(f"{option}={show_value(value)}: expected an integer >= {minimum}")
     return value
 
 
@@ -86,13 +84,13 @@ def parse_steps(value: Any, option: str = "--steps") -> list[int]:
             try:
                 x = int(x.strip())
             except ValueError:
-                raise ConfigError(f"{option}={_show(value)}: expected comma-separated integers >= 1, "
+                raise ConfigError(f"{option}={show_value(value)}: expected comma-separated integers >= 1, "
                                   "e.g. 10000,30000") from None
         if isinstance(x, bool) or not isinstance(x, int) or x < 1:
-            raise ConfigError(f"{option}={_show(value)}: expected comma-separated integers >= 1, e.g. 10000,30000")
+            raise ConfigError(f"{option}={show_value(value)}: expected comma-separated integers >= 1, e.g. 10000,30000")
         out.append(x)
     if not out:
-        raise ConfigError(f"{option}={_show(value)}: expected comma-separated integers >= 1, e.g. 10000,30000")
+        raise ConfigError(f"{option}={show_value(value)}: expected comma-separated integers >= 1, e.g. 10000,30000")
     return sorted(set(out))
 
 
@@ -146,10 +144,10 @@ def resolve_grid(file_values: Mapping[str, Any] | None, options: Mapping[str, An
     merged = {**dict((file_values or {}).get("overrides") or {}), **overrides}
     for key, option in RESERVED.items():
         if key in merged:
-            raise ConfigError(f"{key}={_show(merged[key])}: compare sets {key} per cell; use {option} instead")
+            raise ConfigError(f"{key}={show_value(merged[key])}: compare sets {key} per cell; use {option} instead")
     out = values.get("out", DEFAULT_OUT)
     if not isinstance(out, str) or not out:
-        raise ConfigError(f"--out={_show(out)}: expected a directory path")
+        raise ConfigError(f"--out={show_value(out)}: expected a directory path")
     return Grid(methods=methods, envs=envs, seeds=parse_int(values.get("seeds", DEFAULT_SEEDS), "--seeds"),
                 out=out, steps=parse_steps(values["steps"]) if values.get("steps") is not None else None,
                 reps=parse_int(values.get("reps", DEFAULT_REPS), "--reps"), overrides=merged)
@@ -157,10 +155,6 @@ def resolve_grid(file_values: Mapping[str, Any] | None, options: Mapping[str, An
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' if n != 1 else ''}"
-
-
-def _show(v: Any) -> str:
-    return v if isinstance(v, str) else json.dumps(v)
 
 
 # -- the cells -------------------------------------------------------------------------------------
@@ -194,7 +188,7 @@ def cell_configs(grid: Grid) -> list[tuple[str, str, Any]]:
 
 
 def _comparable(flat: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: json.loads(json.dumps(v)) for k, v in flat.items() if k not in _LOGGING_KEYS}
+    return {k: json.loads(json.dumps(v)) for k, v in flat.items() if k not in LOGGING_KEYS}
 
 
 def cell_state(run_dir: Path, cfg) -> str:
@@ -211,8 +205,8 @@ def cell_state(run_dir: Path, cfg) -> str:
     have, want = _comparable(load_run_config(run_dir).to_flat()), _comparable(cfg.to_flat())
     for key in sorted(set(have) | set(want)):
         if have.get(key) != want.get(key):
-            raise ConfigError(f"{run_dir}: holds a run with {key}={_show(have.get(key))} but the grid asks for "
-                              f"{key}={_show(want.get(key))}; choose another --out or remove that directory")
+            raise ConfigError(f"{run_dir}: holds a run with {key}={show_value(have.get(key))} but the grid asks for "
+                              f"{key}={show_value(want.get(key))}; choose another --out or remove that directory")
     progress = run_dir / "progress.csv"
     if progress.is_file():
         last: dict[int, int] = {}

@@ -141,7 +141,7 @@ def _coerce(key: str, value: Any, f: dataclasses.Field) -> Any:
     """Convert ``value`` to the field's type or raise a one-line ConfigError."""
     t = str(f.type)
     m = f.metadata
-    bad = ConfigError(f"{key}={_show(value)}: expected {_describe(f)}")
+    bad = ConfigError(f"{key}={show_value(value)}: expected {_describe(f)}")
     if value is None:
         if "None" in t:
             return None
@@ -183,7 +183,8 @@ def _coerce(key: str, value: Any, f: dataclasses.Field) -> Any:
     return value
 
 
-def _show(v: Any) -> str:
+def show_value(v: Any) -> str:
+    """A value as a user typed it in an error message: strings bare, everything else as JSON."""
     return json.dumps(v) if not isinstance(v, str) else v
 
 
@@ -297,15 +298,15 @@ def help_table() -> str:
     lines = []
     defaults = Config().to_flat()
     for name, f in TOP_FIELDS.items():
-        lines.append(f"  {name:<22} {_show(defaults[name]):<14} {f.metadata['help']} ({_describe(f)})")
+        lines.append(f"  {name:<22} {show_value(defaults[name]):<14} {f.metadata['help']} ({_describe(f)})")
     for name, f in AGENT_FIELDS.items():
         only = f" [{', '.join(f.metadata['agents'])}]" if f.metadata.get("agents") else ""
         key = f"agent.{name}"
-        lines.append(f"  {key:<22} {_show(defaults[key]):<14} {f.metadata['help']}{only} ({_describe(f)})")
+        lines.append(f"  {key:<22} {show_value(defaults[key]):<14} {f.metadata['help']}{only} ({_describe(f)})")
     for method in SAMPLERS:
         for name, f in sampler_params(method).items():
             key = f"replay.{name}"
-            lines.append(f"  {key:<22} {_show(f.default):<14} {f.metadata['help']} [{method}] ({_describe(f)})")
+            lines.append(f"  {key:<22} {show_value(f.default):<14} {f.metadata['help']} [{method}] ({_describe(f)})")
     return "\n".join(lines)
 
 

@@ -76,3 +76,19 @@ def _tensorboard_tags(run_dir: Path) -> set[str]:
             tags.update(v.tag for v in event.summary.value)
             i += 12 + n + 4
     return tags
+
+
+def test_a_failed_atomic_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    from replaylab.training import checkpoint
+
+    path = tmp_path / "curves.png"
+    path.write_bytes(b"old")
+
+    def disk_full(*_):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.os, "replace", disk_full)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.write_atomic(path, b"new")
+    assert path.read_bytes() == b"old"
+    assert list(tmp_path.iterdir()) == [path]

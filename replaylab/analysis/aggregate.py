@@ -49,9 +49,11 @@ DEFAULT_REPS = 2000
 CONFIDENCE = 0.95
 BOOTSTRAP_SEED = 0
 
-# Settings that do not change what a run learns: runs differing only in these pool silently.
-_NOT_SETTINGS = {"env", "seed", "seeds", "run_dir", "total_steps", "checkpoint_interval", "tensorboard", "wandb",
-                 "wandb_mode", "wandb_project", "progress_bar", "replaylab_version", "git_commit"}
+# Keys that only change logging and bookkeeping, not what a run learns.
+LOGGING_KEYS = {"run_dir", "progress_bar", "checkpoint_interval", "tensorboard", "wandb", "wandb_mode",
+                "wandb_project", "replaylab_version", "git_commit"}
+# Runs differing only in these pool silently (seeds and length are what pooling is for).
+_NOT_SETTINGS = LOGGING_KEYS | {"env", "seed", "seeds", "total_steps"}
 
 
 @dataclass
@@ -254,12 +256,6 @@ def _matrices(scores: dict[str, dict[str, np.ndarray]], envs: Sequence[str],
     return out
 
 
-def score_matrices(records: Sequence[RunRecord], budget: int, metric: str, envs: Sequence[str],
-                   methods: Sequence[str], warn: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
-    """{method: (runs, tasks) raw scores}, the first n runs of each env (see :func:`env_scores`)."""
-    return _matrices(env_scores(records, budget, metric, envs, methods), envs, warn or _stderr)
-
-
 def normalise_per_env(scores: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]:
     """Map each env's scores to [0, 1] by the lowest and highest score of any run of any method on
     that env; an env where every run scores the same maps to 0.5."""
@@ -387,5 +383,5 @@ def runs_summary(records: Sequence[RunRecord]) -> list[dict]:
 
 __all__ = ["RunRecord", "METRICS", "COLUMNS", "ALL_ENVS", "NORMALISATION", "DEFAULT_REPS", "find_run_dirs",
            "load_run", "load_runs", "label_methods", "default_budgets", "curve_score", "env_scores",
-           "score_matrices", "normalise_per_env", "iqm", "iqm_interval", "aggregate", "table_csv", "table_text",
+           "normalise_per_env", "iqm", "iqm_interval", "aggregate", "table_csv", "table_text",
            "runs_summary"]

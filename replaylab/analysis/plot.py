@@ -7,14 +7,15 @@ backend is changed, and written atomically (temp file, fsync, rename).
 
 from __future__ import annotations
 
+import io
 import math
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from replaylab.analysis.aggregate import RunRecord
+from replaylab.training.checkpoint import write_atomic
 
 
 def method_curve(records: Sequence[RunRecord], method: str, env: str) -> tuple[np.ndarray, ...]:
@@ -68,16 +69,9 @@ def plot_curves(records: Sequence[RunRecord], path: str | Path, methods: Sequenc
         ax.set_visible(False)
     fig.suptitle(title or "evaluation return: mean over seeds, band = min to max")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            fig.savefig(f, format="png", dpi=110)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
+    write_atomic(path, png.getvalue())
     return path
 
 

@@ -53,14 +53,18 @@ def _leaves(tree) -> dict[str, np.ndarray]:
     return {"state" + jax.tree_util.keystr(p): np.asarray(x) for p, x in flat}
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write a small text file atomically (temp file + fsync + rename)."""
+def write_atomic(path: Path, content: str | bytes) -> None:
+    """Write a file atomically (temp file + fsync + rename); a failed write leaves no temp file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb" if isinstance(content, bytes) else "w") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def save(ckpt_root: Path, step: int, state, host_arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
