@@ -227,8 +227,8 @@ def run_grid(grid: Grid, echo: Callable[[str], None] = print) -> list[dict]:
     cells = cell_configs(grid)
     states = [cell_state(Path(cfg.run_dir), cfg) for _, _, cfg in cells]  # every check before any training
     if grid.steps:
-        total = min(cfg.total_steps for _, _, cfg in cells)
-        first = min(min(cfg.eval_interval, cfg.total_steps) for _, _, cfg in cells)
+        cfg = cells[0][2]  # every cell shares these settings
+        total, first = cfg.total_steps, min(cfg.eval_interval, cfg.total_steps)
         for b in grid.steps:
             if b > total:
                 raise ConfigError(f"--steps {b}: beyond the grid's total_steps={total}")
