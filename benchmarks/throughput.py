@@ -29,11 +29,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from replaylab.agents import make_agent
-from replaylab.config import AgentConfig, from_flat
+from replaylab.agents.config import AgentConfig
+from replaylab.config import from_flat
 from replaylab.replay.methods import make_sampler
 from replaylab.replay.sampler import ReplaySpec
 from replaylab.replay.storage import Transition
-from replaylab.training.learner import Learner
+from replaylab.training.learner import EpisodeStarts, Learner
 
 OBS, ACT, BATCH = 17, 6, 256
 
@@ -83,7 +84,7 @@ def replaylab_updates(seeds: int, rr: int, seconds: float, reps: int) -> list[fl
 def sac_update_flops() -> float:
     learner, state, tr = _filled_learner(1, 1)
     obs = np.zeros((1, OBS), np.float32)
-    cost = learner.update.lower(state, obs, np.int32(0)).compile().cost_analysis()
+    cost = learner.update.lower(state, obs, np.int32(0), EpisodeStarts.none(1)).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     return float(cost["flops"])
 

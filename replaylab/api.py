@@ -17,11 +17,9 @@ import numpy as np
 
 from replaylab import __version__
 from replaylab.config import Config, from_flat, resolve
-from replaylab.envs import make_env
 from replaylab.errors import ConfigError, RunError
 from replaylab.training import checkpoint
 from replaylab.training.checkpoint import write_atomic
-from replaylab.training.evaluate import evaluate as run_episodes
 from replaylab.training.loop import Run, Trainer
 
 
@@ -89,10 +87,16 @@ def resume(run_dir: str | Path) -> Run:
 
 
 def evaluate(run_dir: str | Path, episodes: int | None = None, video: str | None = None) -> np.ndarray:
-    """Evaluate the newest checkpoint's deterministic policy; returns (seeds, episodes) returns."""
+    """Evaluate the newest checkpoint's deterministic policy with the run's protocol.
+
+    Returns the returns, shape (seeds, environments, episodes): for a single task,
+    ``episodes`` (default: the run's eval_episodes) environments of one episode each; for
+    a task distribution, one environment per evaluated task (the test tasks first, then
+    the sampled train tasks) and ``episodes`` (default: adapt_episodes) adaptation
+    episodes each."""
     cfg = load_run_config(run_dir)
     if episodes is not None:
-        cfg = cfg.replace(eval_episodes=episodes)
+        cfg = cfg.replace(**{"adapt_episodes" if cfg.is_meta else "eval_episodes": episodes})
     enable_compilation_cache()
     trainer = Trainer(cfg, Path(run_dir))
     state, _, meta, _ = checkpoint.load_latest(trainer.ckpt_root, trainer.learner.init_shapes(cfg.seeds))
@@ -100,15 +104,14 @@ def evaluate(run_dir: str | Path, episodes: int | None = None, video: str | None
     on_frame = None
     if video:
         try:
-            trainer.eval_envs[0][0] = make_env(cfg.env, cfg.action_repeat, render=True)
+            trainer.eval_envs[0][0] = cfg.make_env(render=True)
             trainer.eval_envs[0][0].reset(0)
             trainer.eval_envs[0][0].render()
         except Exception as e:  # no OpenGL / display on this machine
             raise RunError(f"--video {video}: no renderer is available here ({type(e).__name__}: "
                            f"{str(e).splitlines()[0] if str(e) else ''}); try MUJOCO_GL=egl or osmesa") from None
         on_frame = frames.append
-    returns = run_episodes(trainer.learner.act, state, trainer.eval_envs, trainer.seeds, 10_000 + meta["eval_round"],
-                           on_frame=on_frame)
+    returns, _ = trainer.run_protocol(state, 10_000 + meta["eval_round"], on_frame=on_frame)
     if video:
         import imageio.v2 as imageio
 

@@ -1,4 +1,4 @@
-"""The ``replaylab`` command line: train, resume, eval, compare.
+"""The ``replaylab`` command line: train, resume, eval, compare, envs.
 
 A user's mistake prints one line, ``replaylab: error: ...``, and exits with code 2; a
 run that cannot go on (non-finite loss, no valid checkpoint) exits with code 1.
@@ -19,8 +19,9 @@ mappings) and/or key=value overrides, which win. Every key, its default and what
 
 {table}
 
-example:
+examples:
   replaylab train env=Hopper-v5 agent=sac replay_ratio=8 seeds=5 total_steps=100000 run_dir=runs/hopper
+  replaylab train env=meta:cheetah-vel inference=pearl seeds=3 run_dir=runs/cv
 """
 
 
@@ -39,14 +40,54 @@ def _parser() -> argparse.ArgumentParser:
                                    "to an uninterrupted run (wall-clock columns aside).")
     r.add_argument("run_dir", metavar="RUN_DIR")
     e = sub.add_parser("eval", help="evaluate a run's newest checkpoint",
-                       description="Run the deterministic policy of RUN_DIR's newest checkpoint.")
+                       description="Run the deterministic policy of RUN_DIR's newest checkpoint. On a task "
+                                   "distribution (env=meta:NAME) this is the adaptation protocol: on every test "
+                                   "task (and the sampled train tasks), adapt_episodes episodes from the prior, "
+                                   "the posterior updated between episodes; it prints the first and last "
+                                   "episode's return per test task.")
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--episodes", type=int, default=None, metavar="N",
-                   help="episodes per seed (default: the run's eval_episodes)")
+                   help="episodes per seed (default: the run's eval_episodes); on a task distribution, "
+                        "adaptation episodes per task (default: the run's adapt_episodes)")
     e.add_argument("--video", default=None, metavar="PATH",
                    help="write seed 0's first episode as a video (.gif or .mp4) where a renderer is available")
     _compare_parser(sub)
+    sub.add_parser("envs", help="list the task distributions (env=meta:NAME)",
+                   description="Every meta-environment family: its task parameters, default train/test task "
+                               "counts (disjoint sets), episode length and dimensions.")
     return p
+
+
+def _envs() -> None:
+    from replaylab.envs.meta import family_table
+
+    rows = family_table()
+    print(f"{'env':<25} {'task parameters':<22} {'train/test':<11} {'steps':>5} {'obs':>4} {'act':>4}  description")
+    for r in rows:
+        print(f"{'meta:' + r['name']:<25} {', '.join(r['params']):<22} {str(r['num_train']) + '/' + str(r['num_test']):<11} "
+              f"{r['episode_length']:>5} {r['obs_dim']:>4} {r['act_dim']:>4}  {r['description']}")
+    print("\nGymnasium ids (e.g. Hopper-v5) and dmc:DOMAIN-TASK (e.g. dmc:cheetah-run) are single tasks.")
+
+
+def _print_eval(run_dir: str, returns, video: str | None) -> None:
+    from replaylab import api
+
+    cfg = api.load_run_config(run_dir)
+    if not cfg.is_meta:
+        for s, r in zip(cfg.seed_list, returns[..., 0]):
+            print(f"seed {s}: return {r.mean():.1f} +- {r.std():.1f} over {len(r)} episodes")
+    else:
+        test = returns[:, : cfg.test_tasks]
+        for s, r in zip(cfg.seed_list, test):
+            print(f"seed {s}: mean over {r.shape[0]} test tasks: first episode {r[:, 0].mean():.1f}, "
+                  f"last episode {r[:, -1].mean():.1f} (adaptation over {r.shape[1]} episodes)")
+        params = cfg.make_env().tasks.params
+        print("per test task (mean over seeds): task, parameters, first and last episode return")
+        for j in range(test.shape[1]):
+            p = ", ".join(f"{x:.3g}" for x in params[cfg.train_tasks + j])
+            print(f"  test task {cfg.train_tasks + j:>4}  [{p}]  {test[:, j, 0].mean():9.1f} {test[:, j, -1].mean():9.1f}")
+    if video:
+        print(f"video: {Path(video)}")
 
 
 COMPARE_DESCRIPTION = """\
@@ -170,12 +211,9 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.episodes is not None and args.episodes < 1:
                 raise ConfigError(f"--episodes={args.episodes}: expected an integer >= 1")
-            returns = api.evaluate(args.run_dir, args.episodes, args.video)
-            cfg = api.load_run_config(args.run_dir)
-            for s, r in zip(cfg.seed_list, returns):
-                print(f"seed {s}: return {r.mean():.1f} +- {r.std():.1f} over {len(r)} episodes")
-            if args.video:
-                print(f"video: {Path(args.video)}")
+            _print_eval(args.run_dir, api.evaluate(args.run_dir, args.episodes, args.video), args.video)
+        elif args.command == "envs":
+            _envs()
         elif args.command == "compare":
             try:
                 _compare(args)

@@ -1,4 +1,8 @@
-"""A grid of replay methods x envs x seeds, run one cell at a time, then one report.
+"""A grid of methods x envs x seeds, run one cell at a time, then one report.
+
+A method is a replay method's name (``--methods uniform,nmer``) or, in a grid file, a
+named set of run settings (``methods: {pearl: {inference: pearl}, sac: {inference: none}}``),
+so agents, inference methods or any other settings can be compared the same way.
 
 Each (method, env) cell is ONE replaylab run with ``seeds=S`` (the seeds are a vmapped
 axis), written to ``OUT/runs/<env>-<method>``. The cells run sequentially. Re-running the
@@ -44,6 +48,11 @@ class Grid:
     steps: list[int] | None = None  # step budgets; None: the last common evaluation step and its half
     reps: int = DEFAULT_REPS
     overrides: dict[str, Any] = field(default_factory=dict)  # flat dotted keys shared by every cell
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # method name -> its own settings
+
+    def settings(self, method: str) -> dict[str, Any]:
+        """The run settings that make ``method``: its variant's, or ``replay=method``."""
+        return dict(self.variants[method]) if method in self.variants else {"replay": method}
 
 
 # -- parsing the grid ------------------------------------------------------------------------------
@@ -94,11 +103,11 @@ def parse_steps(value: Any, option: str = "--steps") -> list[int]:
     return sorted(set(out))
 
 
-def check_methods(methods: Sequence[str]) -> None:
+def check_methods(methods: Sequence[str], variants: Mapping[str, Any] = {}) -> None:
     from replaylab.replay.methods import SAMPLERS
 
     for m in methods:
-        if m not in SAMPLERS:
+        if m not in SAMPLERS and m not in variants:
             close = difflib.get_close_matches(m, list(SAMPLERS), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"--methods: unknown replay method '{m}'; expected some of {', '.join(SAMPLERS)}{hint}")
@@ -112,9 +121,15 @@ def load_grid_file(path: str | Path) -> dict[str, Any]:
     flat = load_file(path)
     grid: dict[str, Any] = {}
     overrides: dict[str, Any] = {}
+    variants: dict[str, dict[str, Any]] = {}
     for key, value in flat.items():
         if key.startswith("overrides."):
             overrides[key[len("overrides."):]] = value
+        elif key.startswith("methods."):  # a named method: methods: {NAME: {setting: value, ...}}
+            name, _, setting = key[len("methods."):].partition(".")
+            if not setting:
+                raise ConfigError(f"config file '{path}': methods.{name}: expected a mapping of run settings")
+            variants.setdefault(name, {})[setting] = value
         elif key == "overrides":
             if value not in (None, {}):
                 raise ConfigError(f"config file '{path}': overrides: expected a mapping of run settings")
@@ -126,6 +141,8 @@ def load_grid_file(path: str | Path) -> dict[str, Any]:
                 f"; a grid file takes {', '.join(GRID_KEYS)} (run settings go under overrides:)"
             raise ConfigError(f"config file '{path}': unknown key '{key}'{hint}")
     grid["overrides"] = overrides
+    if variants:
+        grid["methods"], grid["variants"] = list(variants), variants
     return grid
 
 
@@ -139,7 +156,8 @@ def resolve_grid(file_values: Mapping[str, Any] | None, options: Mapping[str, An
         missing = " and ".join(f"--{k}" for k in ("methods", "envs") if k not in values)
         raise ConfigError(f"{missing} not given: expected --methods and --envs, --config FILE, or --runs DIR")
     methods = parse_names(values["methods"], "--methods")
-    check_methods(methods)
+    variants = dict((file_values or {}).get("variants") or {})
+    check_methods(methods, variants)
     envs = parse_names(values["envs"], "--envs")
     merged = {**dict((file_values or {}).get("overrides") or {}), **overrides}
     for key, option in RESERVED.items():
@@ -150,7 +168,8 @@ def resolve_grid(file_values: Mapping[str, Any] | None, options: Mapping[str, An
         raise ConfigError(f"--out={show_value(out)}: expected a directory path")
     return Grid(methods=methods, envs=envs, seeds=parse_int(values.get("seeds", DEFAULT_SEEDS), "--seeds"),
                 out=out, steps=parse_steps(values["steps"]) if values.get("steps") is not None else None,
-                reps=parse_int(values.get("reps", DEFAULT_REPS), "--reps"), overrides=merged)
+                reps=parse_int(values.get("reps", DEFAULT_REPS), "--reps"), overrides=merged,
+                variants={m: variants[m] for m in methods if m in variants})
 
 
 def _count(n: int, noun: str) -> str:
@@ -174,14 +193,15 @@ def cell_configs(grid: Grid) -> list[tuple[str, str, Any]]:
 
     shared = {k: v for k, v in grid.overrides.items() if not k.startswith("replay.")}
     replay = {k: v for k, v in grid.overrides.items() if k.startswith("replay.")}
+    replay_of = {m: grid.settings(m).get("replay", shared.get("replay", "uniform")) for m in grid.methods}
     for key in replay:
-        if not any(key[len("replay."):] in sampler_params(m) for m in grid.methods):
+        if not any(key[len("replay."):] in sampler_params(r) for r in replay_of.values()):
             raise ConfigError(f"unknown key '{key}': none of the methods {', '.join(grid.methods)} takes it")
     cells = []
     for env in grid.envs:
         for method in grid.methods:
-            params = {k: v for k, v in replay.items() if k[len("replay."):] in sampler_params(method)}
-            cfg = from_flat({**shared, **params, "env": env, "replay": method, "seeds": grid.seeds,
+            params = {k: v for k, v in replay.items() if k[len("replay."):] in sampler_params(replay_of[method])}
+            cfg = from_flat({**shared, **params, **grid.settings(method), "env": env, "seeds": grid.seeds,
                              "run_dir": str(cell_dir(grid.out, env, method))})
             cells.append((env, method, cfg))
     return cells
@@ -256,7 +276,7 @@ def run_grid(grid: Grid, echo: Callable[[str], None] = print) -> list[dict]:
         r = np.asarray(run.final_returns)
         echo(f"{head}: done in {time.perf_counter() - t:.0f} s; final return {r.mean():.1f} +- {r.std():.1f} "
              f"over {_count(len(r), 'seed')}")
-    records = load_runs([Path(cfg.run_dir) for _, _, cfg in cells])
+    records = load_runs([Path(cfg.run_dir) for _, _, cfg in cells], labels=[method for _, method, _ in cells])
     return report(records, grid.out, grid.steps, grid.reps, methods=grid.methods, grid=grid, echo=echo)
 
 

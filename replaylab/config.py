@@ -21,8 +21,10 @@ from typing import Any, Mapping
 
 import yaml
 
-from replaylab.envs import check_env_id
+from replaylab.agents.config import AgentConfig
+from replaylab.envs import check_env_id, is_meta, make_env
 from replaylab.errors import ConfigError
+from replaylab.inference import INFERENCES, inference_params
 from replaylab.params import opt
 from replaylab.replay.methods import SAMPLERS, sampler_params
 
@@ -30,42 +32,22 @@ from replaylab.replay.methods import SAMPLERS, sampler_params
 _opt = opt
 
 
-ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu")
-
-
-@dataclass(frozen=True)
-class AgentConfig:
-    """Network and optimisation settings shared by SAC, TD3 and DDPG (``agent.*``)."""
-
-    hidden_sizes: tuple[int, ...] = _opt((256, 256), "hidden layer widths of every MLP", min=1)
-    activation: str = _opt("relu", "hidden activation", choices=ACTIVATIONS)
-    layer_norm: bool = _opt(False, "LayerNorm after each hidden Dense layer")
-    actor_lr: float = _opt(3e-4, "actor Adam learning rate", min=0.0)
-    critic_lr: float = _opt(3e-4, "critic Adam learning rate", min=0.0)
-    gamma: float = _opt(0.99, "discount factor", min=0.0, max=1.0)
-    tau: float = _opt(0.005, "Polyak rate of the target networks", min=0.0, max=1.0)
-    num_critics: int = _opt(2, "critics in the ensemble (SAC/TD3 take the min; DDPG uses 1)", min=1)
-    init_temperature: float = _opt(1.0, "initial entropy temperature", min=0.0, agents=("sac",))
-    temperature_lr: float = _opt(3e-4, "temperature Adam learning rate", min=0.0, agents=("sac",))
-    target_entropy: float | None = _opt(None, "entropy target; null means -|A|", agents=("sac",))
-    policy_delay: int | None = _opt(None, "critic updates per actor update; null: TD3 2, others 1", min=1)
-    exploration_noise: float = _opt(0.1, "Gaussian action noise while acting", min=0.0, agents=("td3", "ddpg"))
-    target_noise: float = _opt(0.2, "target policy smoothing noise", min=0.0, agents=("td3",))
-    target_noise_clip: float = _opt(0.5, "clip of the target smoothing noise", min=0.0, agents=("td3",))
-
-
 @dataclass(frozen=True)
 class Config:
     """Everything that defines a training run."""
 
-    env: str = _opt("Pendulum-v1", "Gymnasium id (Box actions) or dmc:DOMAIN-TASK")
+    env: str = _opt("Pendulum-v1", "Gymnasium id (Box actions), dmc:DOMAIN-TASK or meta:NAME (replaylab envs)")
     agent: str = _opt("sac", "learning algorithm", choices=("sac", "td3", "ddpg"))
     replay: str = _opt("uniform", "replay method (replay.* sets its parameters)", choices=tuple(SAMPLERS))
+    inference: str = _opt("none", "task inference on a meta: env (inference.* sets its parameters)",
+                          choices=tuple(INFERENCES))
     seed: int = _opt(0, "first seed; seeds are seed, seed+1, ...", min=0)
     seeds: int = _opt(1, "seeds trained at once (a vmapped axis)", min=1)
     total_steps: int = _opt(100_000, "environment steps per seed", min=1)
     warmup_steps: int = _opt(10_000, "uniformly random steps before learning", min=0)
-    replay_ratio: int = _opt(1, "gradient updates per environment step", min=1)
+    replay_ratio: int = _opt(1, "gradient updates per update call (per environment step by default)", min=1)
+    update_every: int = _opt(1, "environment steps between update calls (PEARL: the steps of an iteration)",
+                             min=1)
     batch_size: int = _opt(256, "minibatch size", min=1)
     buffer_size: int = _opt(1_000_000, "replay capacity per seed (transitions)", min=1)
     eval_interval: int = _opt(5_000, "environment steps between evaluations", min=1)
@@ -80,13 +62,40 @@ class Config:
     wandb_mode: str = _opt("offline", "wandb mode", choices=("offline", "online", "disabled"))
     wandb_project: str = _opt("replaylab", "wandb project")
     progress_bar: bool = _opt(True, "show a progress bar on the console")
+    # task distributions only (env=meta:NAME); null: the default in brackets or the family's
+    meta_batch: int | None = _opt(None, "tasks per meta batch, batch_size transitions each [16]", min=1)
+    train_tasks: int | None = _opt(None, "train tasks [the family's]", min=1)
+    test_tasks: int | None = _opt(None, "test tasks, disjoint from the train tasks [the family's]", min=1)
+    episode_length: int | None = _opt(None, "steps per episode [the family's]", min=1)
+    change_steps: int | None = _opt(None, "steps before the task may switch inside an episode (0: never) [0]",
+                                    min=0)
+    change_prob: float | None = _opt(None, "per-step probability of a switch once change_steps passed [1]",
+                                     min=0.0, max=1.0)
+    prior_episodes: int | None = _opt(None, "episodes of a task visit (and of an adaptation) acting with z "
+                                            "from the prior [2]", min=0)
+    posterior_episodes: int | None = _opt(None, "further episodes with z from the posterior, used as "
+                                                "context [0]", min=0)
+    extra_episodes: int | None = _opt(None, "further episodes with z from the posterior, for RL only [2]",
+                                      min=0)
+    adapt_episodes: int | None = _opt(None, "episodes per task in the adaptation evaluation [3]", min=1)
+    eval_train_tasks: int | None = _opt(None, "train tasks also evaluated (test tasks always are) [5]", min=0)
     agent_cfg: AgentConfig = field(default_factory=AgentConfig)
     replay_cfg: Mapping[str, Any] = field(default_factory=dict)
+    inference_cfg: Mapping[str, Any] = field(default_factory=dict)
 
     # -- derived ----------------------------------------------------------------
     @property
     def seed_list(self) -> list[int]:
         return [self.seed + i for i in range(self.seeds)]
+
+    @property
+    def is_meta(self) -> bool:
+        return is_meta(self.env)
+
+    def make_env(self, render: bool = False):
+        return make_env(self.env, self.action_repeat, render, num_train=self.train_tasks, num_test=self.test_tasks,
+                        episode_length=self.episode_length, change_steps=self.change_steps,
+                        change_prob=self.change_prob)
 
     @property
     def policy_delay(self) -> int:
@@ -100,9 +109,10 @@ class Config:
             if f.name == "agent_cfg":
                 for g in dataclasses.fields(AgentConfig):
                     out[f"agent.{g.name}"] = _jsonable(getattr(self.agent_cfg, g.name))
-            elif f.name == "replay_cfg":
-                for k, v in sorted(self.replay_cfg.items()):
-                    out[f"replay.{k}"] = _jsonable(v)
+            elif f.name in ("replay_cfg", "inference_cfg"):
+                prefix = f.name[: -len("_cfg")]
+                for k, v in sorted(getattr(self, f.name).items()):
+                    out[f"{prefix}.{k}"] = _jsonable(v)
             else:
                 out[f.name] = _jsonable(getattr(self, f.name))
         return out
@@ -117,24 +127,27 @@ def _jsonable(v):
 
 # -- parsing and validation ------------------------------------------------------
 
-TOP_FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.name not in ("agent_cfg", "replay_cfg")}
+TOP_FIELDS = {f.name: f for f in dataclasses.fields(Config) if not f.name.endswith("_cfg")}
 AGENT_FIELDS = {f.name: f for f in dataclasses.fields(AgentConfig)}
+META_DEFAULTS = dict(meta_batch=16, change_steps=0, change_prob=1.0, prior_episodes=2, posterior_episodes=0,
+                     extra_episodes=2, adapt_episodes=3, eval_train_tasks=5)
+META_KEYS = tuple(META_DEFAULTS) + ("train_tasks", "test_tasks", "episode_length")
 
 
 def _describe(f: dataclasses.Field) -> str:
-    t = f.type if not isinstance(f.type, str) else f.type
+    t = str(f.type)
     m = f.metadata
     if m.get("choices"):
         return "one of " + ", ".join(m["choices"])
+    base = t.replace(" | None", "")
     kind = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
-            "tuple[int, ...]": "a list of integers", "float | None": "a number or null",
-            "int | None": "an integer or null"}.get(str(t), str(t))
+            "tuple[int, ...]": "a list of integers"}.get(base, base)
     lo, hi = m.get("min"), m.get("max")
     if lo is not None and hi is not None:
-        return f"{kind} in [{lo}, {hi}]"
-    if lo is not None:
-        return f"{kind} >= {lo}"
-    return kind
+        kind = f"{kind} in [{lo}, {hi}]"
+    elif lo is not None:
+        kind = f"{kind} >= {lo}"
+    return kind + (" or null" if t != base else "")
 
 
 def _coerce(key: str, value: Any, f: dataclasses.Field) -> Any:
@@ -197,7 +210,7 @@ def parse_value(text: str) -> Any:
 
 
 def _unknown(key: str) -> ConfigError:
-    known = list(TOP_FIELDS) + [f"agent.{k}" for k in AGENT_FIELDS] + ["replay.<param>"]
+    known = list(TOP_FIELDS) + [f"agent.{k}" for k in AGENT_FIELDS] + ["replay.<param>", "inference.<param>"]
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else "; run 'replaylab train --help' for the keys"
     return ConfigError(f"unknown key '{key}'{hint}")
@@ -217,7 +230,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def from_flat(flat: Mapping[str, Any]) -> Config:
     """Build and validate a Config from dotted keys (values already parsed)."""
-    top, agent, replay = {}, {}, {}
+    top, agent, replay, inference = {}, {}, {}, {}
     for key, value in flat.items():
         if not isinstance(key, str):
             raise ConfigError(f"{key!r}: keys must be strings")
@@ -228,22 +241,45 @@ def from_flat(flat: Mapping[str, Any]) -> Config:
             agent[name] = _coerce(key, value, AGENT_FIELDS[name])
         elif key.startswith("replay."):
             replay[key[len("replay."):]] = value
+        elif key.startswith("inference."):
+            inference[key[len("inference."):]] = value
         elif key in TOP_FIELDS:
             top[key] = _coerce(key, value, TOP_FIELDS[key])
         elif key in ("replaylab_version", "git_commit"):
             continue  # provenance written into config.json, not settings
         else:
             raise _unknown(key)
-    method = top.get("replay", "uniform")
-    params = sampler_params(method)
-    for name in list(replay):
-        if name not in params:
-            allowed = ", ".join(f"replay.{p}" for p in params) or "no parameters"
-            raise ConfigError(f"unknown key 'replay.{name}': replay={method} takes {allowed}")
-        replay[name] = _coerce(f"replay.{name}", replay[name], params[name])
-    cfg = Config(**top, agent_cfg=AgentConfig(**agent), replay_cfg=replay)
+    if agent.get("hidden_sizes") is None:
+        agent["hidden_sizes"] = (300, 300, 300) if is_meta(top.get("env", "")) else (256, 256)
+    replay = _method_params("replay", top.get("replay", "uniform"), sampler_params, replay)
+    inference = _method_params("inference", top.get("inference", "none"), inference_params, inference)
+    cfg = Config(**top, agent_cfg=AgentConfig(**agent), replay_cfg=replay, inference_cfg=inference)
     _check_consistency(cfg)
-    return cfg
+    return _with_defaults(cfg)
+
+
+def _method_params(kind: str, method: str, params_of, given: dict) -> dict:
+    """Validate ``kind.NAME`` keys against the chosen method's parameters."""
+    params = params_of(method)
+    for name in list(given):
+        if name not in params:
+            allowed = ", ".join(f"{kind}.{p}" for p in params) or "no parameters"
+            raise ConfigError(f"unknown key '{kind}.{name}': {kind}={method} takes {allowed}")
+        given[name] = _coerce(f"{kind}.{name}", given[name], params[name])
+    return given
+
+
+def _with_defaults(cfg: Config) -> Config:
+    """Fill the task-distribution settings whose default depends on the family."""
+    if not cfg.is_meta:
+        return cfg
+    from replaylab.envs.meta import FAMILIES
+
+    family = FAMILIES[cfg.env.split(":", 1)[1]]
+    family_defaults = dict(train_tasks=family.num_train, test_tasks=family.num_test,
+                           episode_length=family.episode_length)
+    fills = {k: v for k, v in {**META_DEFAULTS, **family_defaults}.items() if getattr(cfg, k) is None}
+    return dataclasses.replace(cfg, **fills)
 
 
 def _check_consistency(cfg: Config) -> None:
@@ -252,6 +288,25 @@ def _check_consistency(cfg: Config) -> None:
             f"reset_layers={cfg.reset_layers}: expected at most {len(cfg.agent_cfg.hidden_sizes) + 1} "
             "(the number of Dense layers per network)")
     check_env_id(cfg.env, cfg.action_repeat)
+    if not cfg.is_meta:
+        for key in META_KEYS:
+            if getattr(cfg, key) is not None:
+                raise ConfigError(f"{key}={show_value(getattr(cfg, key))}: only for task distributions "
+                                  f"(env=meta:NAME); env={cfg.env} is a single task")
+        if cfg.inference != "none":
+            raise ConfigError(f"inference={cfg.inference}: needs a task distribution (env=meta:NAME); "
+                              f"env={cfg.env} is a single task")
+        return
+    if not SAMPLERS[cfg.replay].multi_task_ready:
+        ready = ", ".join(m for m, c in SAMPLERS.items() if c.multi_task_ready)
+        raise ConfigError(f"replay={cfg.replay}: not available on task distributions yet (its index mixes "
+                          f"tasks); use one of {ready}")
+    episodes = [getattr(cfg, k) if getattr(cfg, k) is not None else META_DEFAULTS[k]
+                for k in ("prior_episodes", "posterior_episodes", "extra_episodes")]
+    if sum(episodes) < 1:
+        raise ConfigError("prior_episodes + posterior_episodes + extra_episodes: expected at least 1 episode "
+                          f"per task visit, got {sum(episodes)}")
+    cfg.make_env().close()  # the family checks its counts and switch settings
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
@@ -303,10 +358,14 @@ def help_table() -> str:
         only = f" [{', '.join(f.metadata['agents'])}]" if f.metadata.get("agents") else ""
         key = f"agent.{name}"
         lines.append(f"  {key:<22} {show_value(defaults[key]):<14} {f.metadata['help']}{only} ({_describe(f)})")
-    for method in SAMPLERS:
-        for name, f in sampler_params(method).items():
-            key = f"replay.{name}"
-            lines.append(f"  {key:<22} {show_value(f.default):<14} {f.metadata['help']} [{method}] ({_describe(f)})")
+    for kind, registry, params_of in (("replay", SAMPLERS, sampler_params),
+                                      ("inference", INFERENCES, inference_params)):
+        for method in registry:
+            for name, f in params_of(method).items():
+                key = f"{kind}.{name}"
+                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                lines.append(f"  {key:<22} {show_value(_jsonable(default)):<14} {f.metadata['help']} [{method}] "
+                             f"({_describe(f)})")
     return "\n".join(lines)
 
 

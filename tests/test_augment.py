@@ -17,9 +17,15 @@ from replaylab.replay.methods import SAMPLERS, make_sampler
 from replaylab.replay.mixing import beta
 from replaylab.replay.per import tree_find, tree_init, tree_set
 from replaylab.replay.sampler import ReplaySpec
+from replaylab.replay.tasks import UniformPool
 from tests.conftest import checkpoint_arrays, progress_without_wall_clock
 
 OBS, ACT = 3, 2
+
+
+def compiled_sample(method, n: int):
+    """The method's compiled ``sample`` of ``n`` rows from the whole buffer."""
+    return jax.jit(lambda state, s, key: method.sample(state, s, key, UniformPool(s, n)))
 
 
 def filled(n: int, capacity: int | None = None, episode_len: int = 50, terminal_every: int = 0, seed: int = 0):
@@ -124,7 +130,7 @@ def test_nmer_rebuilds_refine_approximate_lists_with_neighbours_of_neighbours():
 def nmer_batch(s, n=4096, alpha=0.75, **params):
     nm = sampler("nmer", s.capacity, k=5, alpha=alpha, **params)
     state = jax.jit(nm.refresh)(nm.init(s), s, jax.random.PRNGKey(0))
-    batch, w, rows, _ = jax.jit(nm.sample, static_argnums=3)(state, s, jax.random.PRNGKey(1), n)
+    batch, w, rows, _ = compiled_sample(nm, n)(state, s, jax.random.PRNGKey(1))
     return state, batch, np.asarray(rows)
 
 
@@ -183,7 +189,7 @@ def draw(name, s, n=2048, **params):
     state = sm.init(s)
     if sm.refresh_interval:
         state = jax.jit(sm.refresh)(state, s, jax.random.PRNGKey(0))
-    batch, w, rows, _ = jax.jit(sm.sample, static_argnums=3)(state, s, jax.random.PRNGKey(1), n)
+    batch, w, rows, _ = compiled_sample(sm, n)(state, s, jax.random.PRNGKey(1))
     return state, batch, np.asarray(w), np.asarray(rows)
 
 
@@ -232,12 +238,12 @@ def test_per_frequencies_follow_priority_to_the_alpha_and_weights_match_a_refere
     per = sampler("per", n, alpha=alpha, beta=beta, eps=0.0)
     td = np.array([0.1, 0.5, 1.0, 2.0, 4.0, 0.2, 3.0, 1.5], np.float32)
     state = per.update(per.init(s), jnp.arange(n), jnp.asarray(td))
-    sample = jax.jit(per.sample, static_argnums=3)
+    sample = compiled_sample(per, 256)
     counts = np.zeros(n)
     key = jax.random.PRNGKey(0)
     for _ in range(200):
         key, k = jax.random.split(key)
-        _, w, rows, _ = sample(state, s, k, 256)
+        _, w, rows, _ = sample(state, s, k)
         counts += np.bincount(np.asarray(rows), minlength=n)
     p = td**alpha / (td**alpha).sum()
     np.testing.assert_allclose(counts / counts.sum(), p, atol=0.005)
@@ -343,7 +349,7 @@ def test_lcer_rm_ignores_members_overwritten_since_the_refit_with_a_transition_o
     label = np.asarray(state.clusters.label)
     moved = label != listed_in  # rows now holding a transition of another cluster
     assert moved.sum() > 50
-    batch, _, p, _ = jax.jit(rm.sample, static_argnums=3)(state, s2, jax.random.PRNGKey(1), 4096)
+    batch, _, p, _ = compiled_sample(rm, 4096)(state, s2, jax.random.PRNGKey(1))
     p = np.asarray(p)
     mixed = ~np.all(np.asarray(batch.obs) == np.asarray(s2.data.obs)[p], axis=1)
     assert mixed.mean() > 0.3

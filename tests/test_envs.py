@@ -18,7 +18,7 @@ def test_dmc_adapter_flattens_rescales_and_truncates():
     actions = rng.uniform(-1, 1, (1000, 6)).astype(np.float32)
     total, steps = 0.0, 0
     for a in actions:
-        obs, r, terminated, truncated = env.step(a)
+        obs, r, terminated, truncated, _ = env.step(a)
         total += r
         steps += 1
         assert 0.0 <= r <= 1.0
@@ -38,7 +38,7 @@ def test_dmc_action_repeat_shortens_episodes_and_sums_rewards():
     env.reset(seed=0)
     steps, done = 0, False
     while not done:
-        _, r, term, trunc = env.step(np.zeros(env.act_dim, np.float32))
+        _, r, term, trunc, _ = env.step(np.zeros(env.act_dim, np.float32))
         assert 0.0 <= r <= 4.0
         steps += 1
         done = term or trunc
@@ -65,13 +65,13 @@ def test_gym_termination_and_truncation_are_separated():
     hopper = make_env("Hopper-v5")
     hopper.reset(seed=0)
     for _ in range(1000):
-        _, _, terminated, truncated = hopper.step(np.ones(3, np.float32))
+        _, _, terminated, truncated, _ = hopper.step(np.ones(3, np.float32))
         if terminated or truncated:
             break
     assert terminated and not truncated  # it falls over long before the time limit
     pendulum = make_env("Pendulum-v1")
     pendulum.reset(seed=0)
-    flags = [pendulum.step(np.zeros(1, np.float32))[2:] for _ in range(200)]
+    flags = [pendulum.step(np.zeros(1, np.float32))[2:4] for _ in range(200)]
     assert flags[-1] == (False, True) and all(f == (False, False) for f in flags[:-1])
 
 

@@ -61,7 +61,7 @@ def _ddpg_target_check(terminated: bool):
     q = agent.critic_net.apply(state.critic.params, batch.obs, batch.action)[0]
     next_q = agent.critic_net.apply(state.target_critic, batch.next_obs,
                                     agent.actor_net.apply(state.target_actor, batch.next_obs))[0]
-    _, metrics, td = agent.update(state, batch, jnp.ones(5), jax.random.PRNGKey(1), 0)
+    _, metrics, td, _ = agent.update(state, batch, jnp.ones(5), jax.random.PRNGKey(1), 0)
     return batch, q, next_q, metrics, td
 
 

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 from replaylab.agents import make_agent
-from replaylab.config import AgentConfig
+from replaylab.agents.config import AgentConfig
 from replaylab.replay.methods import make_sampler
 from replaylab.replay.sampler import ReplaySpec
 from replaylab.replay.storage import Transition

@@ -6,16 +6,17 @@ from replaylab.agents.base import Agent
 from replaylab.agents.ddpg import DDPG
 from replaylab.agents.sac import SAC
 from replaylab.agents.td3 import TD3
-from replaylab.config import AgentConfig
+from replaylab.agents.config import AgentConfig
 
 
-def make_agent(name: str, obs_dim: int, act_dim: int, cfg: AgentConfig, policy_delay: int) -> Agent:
+def make_agent(name: str, obs_dim: int, act_dim: int, cfg: AgentConfig, policy_delay: int,
+               obs_grad: bool = False) -> Agent:
     if name == "sac":
-        return SAC(obs_dim, act_dim, cfg, policy_delay)
+        return SAC(obs_dim, act_dim, cfg, policy_delay, obs_grad)
     if name == "td3":
-        return TD3.from_config(obs_dim, act_dim, cfg, policy_delay)
+        return TD3.from_config(obs_dim, act_dim, cfg, policy_delay, obs_grad)
     if name == "ddpg":
-        return DDPG.from_config(obs_dim, act_dim, cfg, policy_delay)
+        return DDPG.from_config(obs_dim, act_dim, cfg, policy_delay, obs_grad)
     raise ValueError(f"agent={name}: expected one of sac, td3, ddpg")
 
 

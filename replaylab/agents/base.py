@@ -5,9 +5,13 @@ state, so the training loop can ``jit``, ``scan`` (replay ratio) and ``vmap`` (s
 
 - ``init(key) -> state``
 - ``explore(state, obs, key) -> action`` and ``act(state, obs) -> action`` (deterministic)
-- ``update(state, batch, weights, key, step) -> (state, metrics, td_errors)``: one
-  gradient step; ``weights`` are per-sample loss weights (PER importance weights,
+- ``update(state, batch, weights, key, step) -> (state, metrics, td_errors, obs_grad)``:
+  one gradient step; ``weights`` are per-sample loss weights (PER importance weights,
   BIER likelihoods; ones by default) and ``td_errors`` feed prioritised samplers.
+  ``obs_grad`` is the gradient of the critic loss with respect to ``batch.obs`` when
+  ``obs_grad=True`` (None otherwise): a task encoder whose z is appended to the
+  observations (PEARL) learns through the critic loss by back-propagating it, so every
+  agent is conditioned on (s, z) by the same mechanism, with no copy per agent.
 
 ``step`` is the global update counter. It is the same for every seed, so it is passed
 unbatched and ``lax.cond`` on it (policy delay) stays a real branch under ``vmap``.
@@ -25,7 +29,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from replaylab.config import AgentConfig
+from replaylab.agents.config import AgentConfig
 
 
 @struct.dataclass
@@ -66,6 +70,7 @@ class Agent:
     act_dim: int
     cfg: AgentConfig
     policy_delay: int = 1
+    obs_grad: bool = False
 
     delayed_metrics: ClassVar[tuple[str, ...]] = ()
     metric_names: ClassVar[tuple[str, ...]] = ()
@@ -81,6 +86,14 @@ class Agent:
 
     def update(self, state, batch, weights, key, step):
         raise NotImplementedError
+
+    def critic_value_and_grad(self, loss, params, obs):
+        """``loss(params, obs) -> (value, aux)``: its value and gradient w.r.t. the params,
+        and w.r.t. ``obs`` too when ``obs_grad`` is set."""
+        if self.obs_grad:
+            return jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, obs)
+        value, grads = jax.value_and_grad(loss, has_aux=True)(params, obs)
+        return value, (grads, None)
 
     @property
     def num_layers(self) -> int:

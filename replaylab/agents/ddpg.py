@@ -15,5 +15,6 @@ from replaylab.agents.td3 import TD3
 @dataclass(frozen=True)
 class DDPG(TD3):
     @classmethod
-    def from_config(cls, obs_dim, act_dim, cfg, policy_delay):
-        return cls(obs_dim, act_dim, cfg, policy_delay, num_critics=1, target_noise=0.0, target_noise_clip=0.0)
+    def from_config(cls, obs_dim, act_dim, cfg, policy_delay, obs_grad=False):
+        return cls(obs_dim, act_dim, cfg, policy_delay, obs_grad, num_critics=1, target_noise=0.0,
+                   target_noise_clip=0.0)

@@ -92,12 +92,13 @@ class SAC(Agent):
         not_done = 1.0 - batch.terminated.astype(jnp.float32)
         y = jax.lax.stop_gradient(batch.reward + gamma * not_done * (next_q - alpha * next_logp))
 
-        def critic_loss(params):
-            q = self.critic_net.apply(params, batch.obs, batch.action)
+        def critic_loss(params, obs):
+            q = self.critic_net.apply(params, obs, batch.action)
             td = q - y
             return 0.5 * batch_mean((td**2).sum(0), weights), (q, td)
 
-        (c_loss, (q, td)), grads = jax.value_and_grad(critic_loss, has_aux=True)(state.critic.params)
+        (c_loss, (q, td)), (grads, obs_grad) = self.critic_value_and_grad(critic_loss, state.critic.params,
+                                                                          batch.obs)
         critic = apply_grads(state.critic, grads, self._tx(self.cfg.critic_lr))
         # 2. targets
         target_critic = polyak(state.target_critic, critic.params, self.cfg.tau)
@@ -137,4 +138,4 @@ class SAC(Agent):
             "temperature_loss": t_loss,
             "actor_updated": updated.astype(jnp.float32),
         }
-        return new_state, metrics, jnp.abs(td).mean(0)
+        return new_state, metrics, jnp.abs(td).mean(0), obs_grad

@@ -43,8 +43,8 @@ class TD3(Agent):
     target_noise_clip: float = 0.5
 
     @classmethod
-    def from_config(cls, obs_dim, act_dim, cfg, policy_delay):
-        return cls(obs_dim, act_dim, cfg, policy_delay, num_critics=cfg.num_critics,
+    def from_config(cls, obs_dim, act_dim, cfg, policy_delay, obs_grad=False):
+        return cls(obs_dim, act_dim, cfg, policy_delay, obs_grad, num_critics=cfg.num_critics,
                    target_noise=cfg.target_noise, target_noise_clip=cfg.target_noise_clip)
 
     @property
@@ -86,12 +86,13 @@ class TD3(Agent):
         not_done = 1.0 - batch.terminated.astype(jnp.float32)
         y = jax.lax.stop_gradient(batch.reward + self.cfg.gamma * not_done * next_q)
 
-        def critic_loss(params):
-            q = self.critic_net.apply(params, batch.obs, batch.action)
+        def critic_loss(params, obs):
+            q = self.critic_net.apply(params, obs, batch.action)
             td = q - y
             return 0.5 * batch_mean((td**2).sum(0), weights), (q, td)
 
-        (c_loss, (q, td)), grads = jax.value_and_grad(critic_loss, has_aux=True)(state.critic.params)
+        (c_loss, (q, td)), (grads, obs_grad) = self.critic_value_and_grad(critic_loss, state.critic.params,
+                                                                          batch.obs)
         critic = apply_grads(state.critic, grads, optax.adam(self.cfg.critic_lr))
 
         # 2. delayed actor and target updates
@@ -114,4 +115,4 @@ class TD3(Agent):
         new_state = TD3State(actor=actor, critic=critic, target_actor=target_actor, target_critic=target_critic)
         metrics = {"critic_loss": c_loss, "q": batch_mean(q.mean(0)), "actor_loss": a_loss,
                    "actor_updated": updated.astype(jnp.float32)}
-        return new_state, metrics, jnp.abs(td).mean(0)
+        return new_state, metrics, jnp.abs(td).mean(0), obs_grad

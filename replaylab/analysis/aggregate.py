@@ -154,20 +154,24 @@ def load_run(run_dir: str | Path) -> RunRecord:
 
 
 def label_methods(records: Sequence[RunRecord]) -> None:
-    """Label each run by its replay method, prefixed by the agent where the runs use several."""
-    several_agents = len({r.agent for r in records}) > 1
+    """Label each run by its replay method, with the agent and the inference method put
+    in front where the runs use several (e.g. 'pearl-uniform' against 'none-uniform')."""
+    several = [k for k in ("agent", "inference") if len({str(r.config.get(k, "none")) for r in records}) > 1]
     for r in records:
-        r.method = f"{r.agent}-{r.replay}" if several_agents else r.replay
+        r.method = "-".join([str(r.config.get(k, "none")) for k in several] + [r.replay])
 
 
-def load_runs(run_dirs: Iterable[str | Path], warn: Callable[[str], None] | None = None) -> list[RunRecord]:
-    """Load and label run directories; warn about unfinished runs and about pooling runs whose
-    settings differ beyond their seeds."""
+def load_runs(run_dirs: Iterable[str | Path], warn: Callable[[str], None] | None = None,
+              labels: Sequence[str] | None = None) -> list[RunRecord]:
+    """Load and label run directories (``labels``, or by ``label_methods``); warn about
+    unfinished runs and about pooling runs whose settings differ beyond their seeds."""
     warn = warn or _stderr
     records = [load_run(d) for d in run_dirs]
     if not records:
         raise ConfigError("no run directories to compare")
     label_methods(records)
+    for r, label in zip(records, labels or []):
+        r.method = label
     for r in records:
         if not r.finished:
             warn(f"run {r.run_dir} is not finished (step {r.last_step} of {r.total_steps}); "

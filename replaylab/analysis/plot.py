@@ -7,7 +7,6 @@ backend is changed, and written atomically (temp file, fsync, rename).
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from typing import Sequence
@@ -15,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from replaylab.analysis.aggregate import RunRecord
-from replaylab.training.checkpoint import write_atomic
+from replaylab.training.figures import new_figure, save_figure
 
 
 def method_curve(records: Sequence[RunRecord], method: str, env: str) -> tuple[np.ndarray, ...]:
@@ -38,18 +37,12 @@ def method_curve(records: Sequence[RunRecord], method: str, env: str) -> tuple[n
 
 def plot_curves(records: Sequence[RunRecord], path: str | Path, methods: Sequence[str] | None = None,
                 title: str | None = None) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    path = Path(path)
     envs = sorted({r.env for r in records})
     present = list(dict.fromkeys(r.method for r in records))
     methods = [m for m in (methods or sorted(present)) if m in present]
     ncols = min(len(envs), 3)
     nrows = math.ceil(len(envs) / ncols)
-    fig = Figure(figsize=(4.8 * ncols, 3.6 * nrows + 0.6), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    fig, axes = new_figure(nrows, ncols, (4.8 * ncols, 3.6 * nrows + 0.6))
     colors = [f"C{i % 10}" for i in range(len(methods))]
     for ax, env in zip(axes, envs):
         for method, color in zip(methods, colors):
@@ -68,11 +61,7 @@ def plot_curves(records: Sequence[RunRecord], path: str | Path, methods: Sequenc
     for ax in axes[len(envs):]:
         ax.set_visible(False)
     fig.suptitle(title or "evaluation return: mean over seeds, band = min to max")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=110)
-    write_atomic(path, png.getvalue())
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = ["method_curve", "plot_curves"]

@@ -6,8 +6,14 @@ from a time-limit cut (``truncated``: bootstrap). Episodes are seeded explicitly
 reset, which is what makes runs reproducible and resumable: an environment's state is a
 function of its reset seed and the actions taken since.
 
-Ids: any Gymnasium id with a Box action space (MuJoCo v5 included), or ``dmc:DOMAIN-TASK``
-for the dm_control suite (``dmc:cheetah-run``, ``dmc:finger-turn_hard``).
+Ids: any Gymnasium id with a Box action space (MuJoCo v5 included), ``dmc:DOMAIN-TASK``
+for the dm_control suite (``dmc:cheetah-run``, ``dmc:finger-turn_hard``), or ``meta:NAME``
+for a task distribution (``meta:cheetah-vel``; ``replaylab envs`` lists them).
+
+Every environment has ``tasks`` (None for a single task, else a ``TaskSet``), resets as
+``reset(seed, task=0, switch_pool=None)`` and steps as ``step(action) -> (obs, reward,
+terminated, truncated, extras)``, ``extras`` holding the declared columns of the transition
+(``task`` and ``info`` for a task distribution, none otherwise).
 """
 
 from __future__ import annotations
@@ -19,22 +25,34 @@ import numpy as np
 from replaylab.errors import ConfigError
 
 DMC_PREFIX = "dmc:"
+META_PREFIX = "meta:"
 
 
 class Env(Protocol):
     obs_dim: int
     act_dim: int
+    tasks: object  # None, or a TaskSet
 
-    def reset(self, seed: int) -> np.ndarray: ...
+    def reset(self, seed: int, task: int = 0, switch_pool: np.ndarray | None = None) -> np.ndarray: ...
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool]: ...
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]: ...
 
     def render(self) -> np.ndarray: ...
 
     def close(self) -> None: ...
 
 
-def make_env(env_id: str, action_repeat: int = 1, render: bool = False) -> Env:
+def is_meta(env_id: str) -> bool:
+    return env_id.startswith(META_PREFIX)
+
+
+def make_env(env_id: str, action_repeat: int = 1, render: bool = False, **task_settings) -> Env:
+    """``task_settings`` (num_train, num_test, episode_length, change_steps, change_prob)
+    configure a ``meta:`` task distribution; None means the family's default."""
+    if is_meta(env_id):
+        from replaylab.envs.meta import make_meta_env
+
+        return make_meta_env(env_id[len(META_PREFIX):], **{k: v for k, v in task_settings.items() if v is not None})
     if env_id.startswith(DMC_PREFIX):
         from replaylab.envs.dmc import DMCEnv
 
@@ -44,8 +62,28 @@ def make_env(env_id: str, action_repeat: int = 1, render: bool = False) -> Env:
     return GymEnv(env_id, action_repeat, render)
 
 
+def env_columns(env: Env) -> dict:
+    """The stored columns an environment declares beyond (s, a, r, s', terminated)."""
+    if env.tasks is None:
+        return {}
+    import jax.numpy as jnp
+
+    return {"task": ((), jnp.int32), "info": ((env.info_dim,), jnp.float32)}
+
+
 def check_env_id(env_id: str, action_repeat: int = 1) -> None:
     """Raise a one-line ConfigError if ``env_id`` cannot be trained on."""
+    if is_meta(env_id):
+        from replaylab.envs.meta import FAMILIES
+
+        name = env_id[len(META_PREFIX):]
+        if name not in FAMILIES:
+            raise ConfigError(f"env={env_id}: not a meta-environment; expected meta: followed by one of "
+                              f"{', '.join(FAMILIES)} ('replaylab envs' lists them)")
+        if action_repeat != 1:
+            raise ConfigError(f"action_repeat={action_repeat}: meta-environments take action_repeat=1 "
+                              "(their tasks are defined per step)")
+        return
     if env_id.startswith(DMC_PREFIX):
         from replaylab.envs.dmc import check_dmc_id
 
@@ -56,4 +94,4 @@ def check_env_id(env_id: str, action_repeat: int = 1) -> None:
     check_gym_id(env_id)
 
 
-__all__ = ["Env", "make_env", "check_env_id", "ConfigError"]
+__all__ = ["Env", "make_env", "check_env_id", "env_columns", "is_meta", "ConfigError"]

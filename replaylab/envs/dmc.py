@@ -46,11 +46,13 @@ class DMCEnv:
     def _flat(observation) -> np.ndarray:
         return np.concatenate([np.asarray(v, np.float32).reshape(-1) for v in observation.values()])
 
-    def reset(self, seed: int) -> np.ndarray:
+    tasks = None  # a single task
+
+    def reset(self, seed: int, task: int = 0, switch_pool=None) -> np.ndarray:
         self._env.task.random.seed(int(seed) % 2**32)
         return self._flat(self._env.reset().observation)
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool]:
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         a = self._low + (np.clip(action, -1.0, 1.0) + 1.0) * 0.5 * (self._high - self._low)
         total = 0.0
         for _ in range(self._repeat):
@@ -60,7 +62,7 @@ class DMCEnv:
                 break
         last = ts.last()
         terminated = bool(last and ts.discount == 0.0)
-        return self._flat(ts.observation), total, terminated, bool(last and not terminated)
+        return self._flat(ts.observation), total, terminated, bool(last and not terminated), {}
 
     def render(self) -> np.ndarray:
         return self._env.physics.render(height=240, width=320, camera_id=0)

@@ -49,11 +49,13 @@ class GymEnv:
         self.act_dim = int(np.prod(space.shape))
         self._repeat = action_repeat
 
-    def reset(self, seed: int) -> np.ndarray:
+    tasks = None  # a single task
+
+    def reset(self, seed: int, task: int = 0, switch_pool=None) -> np.ndarray:
         obs, _ = self._env.reset(seed=int(seed))
         return np.asarray(obs, np.float32).reshape(-1)
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool]:
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         a = self._low + (np.clip(action, -1.0, 1.0) + 1.0) * 0.5 * (self._high - self._low)
         total = 0.0
         for _ in range(self._repeat):
@@ -61,7 +63,7 @@ class GymEnv:
             total += float(reward)
             if terminated or truncated:
                 break
-        return np.asarray(obs, np.float32).reshape(-1), total, bool(terminated), bool(truncated)
+        return np.asarray(obs, np.float32).reshape(-1), total, bool(terminated), bool(truncated), {}
 
     def render(self) -> np.ndarray:
         return self._env.render()

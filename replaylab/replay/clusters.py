@@ -49,11 +49,17 @@ def init(capacity: int, dim: int, num_clusters: int) -> Clusters:
                     built=jnp.zeros((), bool))
 
 
+TASK_SEPARATION = 1e4  # normalised distance between rows of different tasks
+
+
 def features(storage: Storage, rows: jax.Array | None = None) -> jax.Array:
+    """(s, a), and with tasks stored the task id as a last coordinate, which ``rebuild``
+    never rescales: rows of different tasks are then 1e4 apart, so neighbours (and
+    clusters) stay within a task."""
     d = storage.data
-    if rows is None:
-        return jnp.concatenate([d.obs, d.action], axis=-1)
-    return jnp.concatenate([d.obs[rows], d.action[rows]], axis=-1)
+    cols = [d.obs, d.action] + ([d.extra["task"].astype(d.obs.dtype)[:, None]] if "task" in d.extra else [])
+    return jnp.concatenate([c if rows is None else c[rows] for c in cols], axis=-1)
+
 
 
 def normalise(cl: Clusters, x: jax.Array) -> jax.Array:
@@ -95,6 +101,8 @@ def rebuild(cl: Clusters, storage: Storage, key: jax.Array, iters: int, points: 
     mean = jnp.sum(x * w, 0) / nf
     std = jnp.sqrt(jnp.sum(((x - mean) * w) ** 2, 0) / nf)
     scale = jnp.where(std > 1e-6, std, 1.0)
+    if "task" in storage.data.extra:  # keep tasks apart, see ``features``
+        mean, scale = mean.at[-1].set(0.0), scale.at[-1].set(1.0 / TASK_SEPARATION)
     z = (x - mean) / scale
 
     k_init, k_fit = jax.random.split(key)

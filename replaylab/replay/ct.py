@@ -3,7 +3,8 @@
     i ~ uniform;  j = the next step of i's episode (i itself at an episode end)
     lam ~ Beta(alpha, alpha);  row = lam * T_i + (1 - lam) * T_j   (s, a, r, s')
 
-A pair that touches a true terminal stays the real transition. The paper tunes alpha
+A pair that touches a true terminal, or spans a task switch inside an episode, stays the
+real transition. The paper tunes alpha
 automatically; like the NMER suite's baseline we keep it fixed (``replay.alpha``).
 """
 
@@ -33,7 +34,7 @@ def next_in_episode(storage: Storage, rows: jax.Array) -> jax.Array:
 class CT(Sampler):
     alpha: float = opt(0.75, "Beta(alpha, alpha) of the mixing coefficient", min=1e-3)
 
-    def augment(self, state, storage, rows, key):
+    def augment(self, state, storage, rows, key, pool):
         partner = next_in_episode(storage, rows)
         return pair_or_real(gather(storage, rows), gather(storage, partner), beta(key, self.alpha, rows.shape[0]),
-                            partner != rows)
+                            (partner != rows) & pool.same_pool(rows, partner))

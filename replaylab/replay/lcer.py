@@ -29,6 +29,7 @@ since the refit is used only if its new transition is labelled with the same clu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +39,7 @@ from replaylab.params import opt
 from replaylab.replay import clusters as cl
 from replaylab.replay.mixing import beta, mix, pair_or_real, where_rows
 from replaylab.replay.sampler import Sampler, auto_interval
-from replaylab.replay.storage import Transition, gather, uniform_indices
+from replaylab.replay.storage import Transition, gather
 from replaylab.replay.termination import termination_rule
 
 
@@ -55,6 +56,7 @@ def _flat(t: Transition) -> jax.Array:
 
 @dataclass(frozen=True)
 class _LCER(Sampler):
+    multi_task_ready: ClassVar[bool] = False  # its clusters (and centres) span every task
     clusters: int = opt(1000, "k-means clusters", min=1)
     alpha: float = opt(1.0, "Beta(alpha, alpha) of the mixing coefficient (1: uniform)", min=1e-3)
     refresh_every: int = opt(0, "env steps between k-means refits (0: auto, capacity / 50 and "
@@ -112,7 +114,7 @@ class _LCER(Sampler):
 class LCERClusterCentre(_LCER):
     noise: float = opt(0.01, "std of the centre's noise, as a fraction of the cluster's std", min=0.0)
 
-    def augment(self, state, storage, rows, key):
+    def augment(self, state, storage, rows, key, pool):
         n = rows.shape[0]
         k_noise, k_lam = jax.random.split(key)
         real = gather(storage, rows)
@@ -127,9 +129,10 @@ class LCERClusterCentre(_LCER):
 
 @dataclass(frozen=True)
 class LCERRandomMember(_LCER):
-    def sample(self, state, storage, key, n):  # the row it reports is p, drawn from the cluster
+    def sample(self, state, storage, key, pool):  # the row it reports is p, drawn from the cluster
+        n = pool.n
         k_rows, k_p, k_q, k_lam = jax.random.split(key, 4)
-        rows = uniform_indices(storage, k_rows, n)
+        rows = pool.draw(k_rows)
         c = state.clusters
         home, ok = self._home(state, rows)
 

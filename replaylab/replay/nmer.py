@@ -152,7 +152,8 @@ class NMER(Sampler):
 
     def init(self, storage):
         N = storage.capacity
-        return NMERState(clusters=cl.init(N, self.spec.obs_dim + self.spec.act_dim, self.num_clusters),
+        return NMERState(clusters=cl.init(N, self.spec.obs_dim + self.spec.act_dim + self.spec.multi_task,
+                                                   self.num_clusters),
                          nbrs=jnp.full((N, self.k), -1, jnp.int32), listed_at=jnp.zeros((N,), jnp.int32),
                          written_at=jnp.zeros((N,), jnp.int32), adds=jnp.zeros((), jnp.int32))
 
@@ -195,7 +196,7 @@ class NMER(Sampler):
         nbrs = jax.lax.fori_loop(0, (n + TILE - 1) // TILE, tile, state.nbrs)
         return state.replace(clusters=c, nbrs=nbrs, listed_at=jnp.full_like(state.listed_at, state.adds))
 
-    def augment(self, state, storage, rows, key):
+    def augment(self, state, storage, rows, key, pool):
         n = rows.shape[0]
         k_pick, k_lam, k_real = jax.random.split(key, 3)
         partner = state.nbrs[rows, jax.random.randint(k_pick, (n,), 0, self.k)]
@@ -203,4 +204,4 @@ class NMER(Sampler):
         valid = (partner >= 0) & (state.written_at[safe] <= state.listed_at[rows])
         synthetic = jax.random.uniform(k_real, (n,)) < self.p_interp
         return pair_or_real(gather(storage, rows), gather(storage, safe), beta(k_lam, self.alpha, n),
-                            valid & synthetic)
+                            valid & synthetic & pool.same_pool(rows, safe))

@@ -24,7 +24,7 @@ class Noise(Sampler):
     sigma: float = opt(0.1, "std of the multiplicative noise", min=0.0)
     per_batch: bool = opt(False, "one noise draw per field for the whole batch (the original's choice)")
 
-    def augment(self, state, storage, rows, key):
+    def augment(self, state, storage, rows, key, pool):
         k = jax.random.split(key, 4)
         b = gather(storage, rows)
 

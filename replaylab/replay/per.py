@@ -4,6 +4,10 @@
     w_i  = (N * P(i))^-beta / max_batch w;   beta annealed linearly to 1 if asked
     after the update: p_i = |TD_i| + eps
 
+Within one task of a meta batch, P(i) is taken over that task's rows: the task's rows are a
+few ranges of the ring (its visits), whose masses are differences of prefix sums read off
+the same tree, so sampling stays exact and O(n log N) with no tree per task.
+
 Sampling is stratified (one draw in each of n equal slices of the total mass) and runs
 inside the compiled step on a sum tree (``SumTree``: one array per level, each node the
 sum of its two children, the leaves p^alpha). Sampling and updating a batch cost
@@ -17,6 +21,7 @@ separate read of the leaves, the leaf level; both seen in the compiled HLO at 1M
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -78,6 +83,36 @@ def tree_find(tree: SumTree, mass: jax.Array) -> tuple[jax.Array, jax.Array]:
     return idx, value
 
 
+def tree_prefix(tree: SumTree, end: jax.Array) -> jax.Array:
+    """Sum of the leaves [0, end) (vectorised), read along end's path from the root."""
+    depth = len(tree.levels) - 1
+    idx = jnp.zeros(end.shape, jnp.int32)
+    acc = jnp.zeros(end.shape, jnp.float32)
+    for level in range(1, depth + 1):
+        bit = (end >> (depth - level)) & 1
+        acc = acc + jnp.where(bit == 1, tree.levels[level][2 * idx], 0.0)
+        idx = 2 * idx + bit
+    return jnp.where(end >= (1 << depth), tree.total, acc)
+
+
+def ranges_find(tree: SumTree, lo: jax.Array, hi: jax.Array, n: int, key: jax.Array):
+    """Stratified draws of ``n`` leaves per group from the union of its row ranges
+    [lo, hi) (groups x ranges), proportionally to the leaves: rows and their probability
+    within the group (groups, n), and the group's row count."""
+    base = tree_prefix(tree, lo)
+    mass = jnp.maximum(tree_prefix(tree, hi) - base, 0.0)
+    cum = jnp.cumsum(mass, axis=1)
+    total = cum[:, -1:]
+    u = (jnp.arange(n, dtype=jnp.float32) + jax.random.uniform(key, (lo.shape[0], n))) * (total / n)
+    u = jnp.minimum(u, total * (1 - 1e-6))
+    r = jnp.minimum(jax.vmap(jnp.searchsorted)(cum, u), lo.shape[1] - 1)
+    take = partial(jnp.take_along_axis, axis=1)
+    target = take(base, r) + u - (take(cum, r) - take(mass, r))
+    rows, leaf = tree_find(tree, target)
+    rows = jnp.clip(rows, take(lo, r), take(hi, r) - 1)  # rounding may step just outside the range
+    return rows, leaf / total, jnp.sum(hi - lo, axis=1, keepdims=True)
+
+
 @struct.dataclass
 class PERState:
     tree: SumTree
@@ -105,12 +140,19 @@ class PER(Sampler):
         frac = jnp.minimum(samples.astype(jnp.float32) / self.beta_steps, 1.0)
         return self.beta + (1.0 - self.beta) * frac
 
-    def sample(self, state, storage, key, n):
-        total = state.tree.total
-        mass = (jnp.arange(n, dtype=jnp.float32) + jax.random.uniform(key, (n,))) * (total / n)
-        rows, leaf = tree_find(state.tree, jnp.minimum(mass, total * (1 - 1e-6)))
-        prob = leaf / total  # read during the descent: a separate read of the leaves made XLA copy them
-        w = (storage.size.astype(jnp.float32) * prob) ** -self.current_beta(state.samples)
+    def sample(self, state, storage, key, pool):
+        n = pool.n
+        ranges = pool.ring_ranges()
+        if ranges is None:  # the whole buffer
+            total = state.tree.total
+            mass = (jnp.arange(n, dtype=jnp.float32) + jax.random.uniform(key, (n,))) * (total / n)
+            rows, leaf = tree_find(state.tree, jnp.minimum(mass, total * (1 - 1e-6)))
+            prob = leaf / total  # read during the descent: a separate read of the leaves made XLA copy them
+            count = storage.size.astype(jnp.float32)
+        else:  # each group's rows: one task's in a meta batch
+            rows, prob, count = ranges_find(state.tree, *ranges, n // ranges[0].shape[0], key)
+            rows, prob, count = rows.reshape(-1), prob.reshape(-1), jnp.repeat(count, prob.shape[1]).astype(jnp.float32)
+        w = (count * prob) ** -self.current_beta(state.samples)
         w = w / jnp.max(w)
         return gather(storage, rows), w, rows, state.replace(samples=state.samples + 1)
 

@@ -19,7 +19,7 @@ from replaylab.replay.storage import gather
 class S4RL(Sampler):
     alpha: float = opt(0.75, "Beta(alpha, alpha) of the mixing coefficient", min=1e-3)
 
-    def augment(self, state, storage, rows, key):
+    def augment(self, state, storage, rows, key, pool):
         b = gather(storage, rows)
         lam = beta(key, self.alpha, rows.shape[0])[:, None]
         return b.replace(obs=lam * b.obs + (1.0 - lam) * b.next_obs)

@@ -7,10 +7,12 @@ inside the compiled training step, vmapped over seeds:
 
 - ``init(storage)``: the method's initial state.
 - ``on_add(state, storage, row)``: a transition was just written at ``row``.
-- ``sample(state, storage, key, n)``: (batch, per-sample weights, rows, new state). The
-  default draws rows uniformly, gives them unit weights and builds the batch with
-  ``augment(state, storage, rows, key)``; an augmentation method overrides only
-  ``augment``, a different way of drawing rows (PER) overrides ``sample``.
+- ``sample(state, storage, key, pool)``: (batch, per-sample weights, rows, new state) for
+  ``pool.n`` rows drawn from ``pool`` (the whole buffer, or one task's rows per group of
+  a meta batch: see ``tasks.py``). The default draws the rows uniformly from the pool,
+  gives them unit weights and builds the batch with ``augment(state, storage, rows, key,
+  pool)``; an augmentation method overrides only ``augment`` (drawing any partner rows
+  from the same pool), a different way of drawing rows (PER) overrides ``sample``.
 - ``update(state, rows, td_errors)``: feedback from the gradient update (PER).
 - ``refresh(state, storage, key)``: upkeep, called by the training loop once just before
   learning starts and then every ``refresh_interval`` environment steps (0: never).
@@ -22,11 +24,12 @@ The state is part of the checkpoint, so every method resumes exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 
-from replaylab.replay.storage import Storage, Transition, gather, uniform_indices
+from replaylab.replay.storage import Storage, Transition, gather
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class ReplaySpec:
     act_dim: int
     capacity: int
     env_id: str = ""
+    multi_task: bool = False
 
 
 def auto_interval(capacity: int, share: float = 0.02) -> int:
@@ -50,6 +54,9 @@ class Sampler:
     """Base class: uniform sampling with unit weights and no state."""
 
     spec: ReplaySpec
+
+    #: draws its rows and partners from the pool it is given, so it works within one task's data
+    multi_task_ready: ClassVar[bool] = True
 
     @property
     def refresh_interval(self) -> int:
@@ -66,12 +73,12 @@ class Sampler:
     def on_add(self, state, storage: Storage, row: jax.Array):
         return state
 
-    def sample(self, state, storage: Storage, key: jax.Array, n: int):
-        rows = uniform_indices(storage, key, n)
-        batch = self.augment(state, storage, rows, jax.random.fold_in(key, 1))
-        return batch, jnp.ones((n,), jnp.float32), rows, state
+    def sample(self, state, storage: Storage, key: jax.Array, pool):
+        rows = pool.draw(key)
+        batch = self.augment(state, storage, rows, jax.random.fold_in(key, 1), pool)
+        return batch, jnp.ones((pool.n,), jnp.float32), rows, state
 
-    def augment(self, state, storage: Storage, rows: jax.Array, key: jax.Array) -> Transition:
+    def augment(self, state, storage: Storage, rows: jax.Array, key: jax.Array, pool) -> Transition:
         """The batch rows made from the uniformly drawn ``rows``: as stored, by default."""
         return gather(storage, rows)
 

@@ -7,6 +7,10 @@ place instead of copying the buffer.
 
 Memory per transition: 4 bytes x (2 obs_dim + act_dim + 1) + 1 (terminated) + 8 (episode
 id and step), so 1M HalfCheetah transitions take 173 MB.
+
+Columns beyond these are declared by the components that need them (an env with tasks
+declares ``task`` and the ``info`` it recomputes rewards from) and live in
+``Transition.extra``; without any, the storage and every compiled call are as before.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class Transition:
     terminated: jax.Array  # true terminal: no bootstrap. A time-limit truncation is False here.
     episode: jax.Array  # episode id, unique within a seed (CT, HER)
     step: jax.Array  # step index within the episode
+    extra: dict = struct.field(default_factory=dict)  # declared columns, e.g. task, info
 
 
 @struct.dataclass
@@ -40,7 +45,8 @@ class Storage:
         return self.data.reward.shape[0]
 
 
-def init(capacity: int, obs_dim: int, act_dim: int) -> Storage:
+def init(capacity: int, obs_dim: int, act_dim: int, columns: dict | None = None) -> Storage:
+    """An empty ring; ``columns`` maps extra column names to a (shape, dtype) per row."""
     f32 = jnp.float32
     data = Transition(
         obs=jnp.zeros((capacity, obs_dim), f32),
@@ -50,6 +56,7 @@ def init(capacity: int, obs_dim: int, act_dim: int) -> Storage:
         terminated=jnp.zeros((capacity,), jnp.bool_),
         episode=jnp.zeros((capacity,), jnp.int32),
         step=jnp.zeros((capacity,), jnp.int32),
+        extra={name: jnp.zeros((capacity, *shape), dtype) for name, (shape, dtype) in (columns or {}).items()},
     )
     return Storage(data=data, size=jnp.zeros((), jnp.int32), ptr=jnp.zeros((), jnp.int32))
 

@@ -4,10 +4,15 @@ Each function is written for one seed and then ``vmap``-ed over the seed axis, s
 in one process compute exactly what S separate runs with those seeds compute. Per
 environment step the loop makes two compiled calls (see ``Learner.train`` for why two):
 
-    store(state, transition)                    write the row in place, sampler upkeep
-    update(state, next_obs_to_act_on, step)     ``replay_ratio`` x (sample, update, sampler
-                                                feedback) in a ``lax.scan``, then the
-                                                exploration action for the next step
+    store(state, transition)                    write the row in place, sampler and task
+                                                index upkeep, fold it into the belief
+    update(state, next_obs, step, starts)       ``replay_ratio`` x (sample, condition on
+                                                the task, update, feedback) in a
+                                                ``lax.scan``, then the next action
+
+or ``store`` and ``act`` on steps without updates (warm-up, ``update_every`` > 1). The
+same code serves every agent, replay method, inference method (``none`` for a single
+task) and seed count; what differs is in those components, not here.
 
 The state is donated, so the replay storage is updated in place and never copied.
 """
@@ -15,17 +20,19 @@ The state is donated, so the replay storage is updated in place and never copied
 from __future__ import annotations
 
 import re
-from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from replaylab.agents import Agent
+from replaylab.inference import Inference, InferenceSpec
 from replaylab.replay import storage as replay_storage
 from replaylab.replay.sampler import Sampler
 from replaylab.replay.storage import Storage, Transition
+from replaylab.replay.tasks import SingleTask
 
 
 @struct.dataclass
@@ -33,10 +40,29 @@ class SeedState:
     """Everything one seed's learner owns; the training state stacks these along axis 0."""
 
     agent: Any
+    inference: Any  # the task encoder's parameters and optimiser state (() without inference)
+    belief: Any  # what the acting policy knows of the current task (() without inference)
     storage: Storage
     sampler: Any
+    tasks: Any  # the task index of a multi-task replay (() for one task)
     key: jax.Array
     first_bad_update: jax.Array  # -1 while every loss has been finite
+
+
+@struct.dataclass
+class EpisodeStarts:
+    """Per seed, before choosing an action: does an episode start, is it a new task (the
+    belief is cleared), and does it act with z from the prior."""
+
+    now: jax.Array
+    new_task: jax.Array
+    prior: jax.Array
+
+    @classmethod
+    def none(cls, seeds: int) -> "EpisodeStarts":
+        """No episode starts (steps in the middle of episodes)."""
+        no = np.zeros(seeds, bool)
+        return cls(now=no, new_task=no, prior=no)
 
 
 _LAYER = re.compile(r"layer_(\d+)")
@@ -66,21 +92,28 @@ def _stack(trees: list):
 
 
 class Learner:
-    def __init__(self, agent: Agent, sampler: Sampler, *, capacity: int, batch_size: int,
-                 replay_ratio: int, reset_layers: int = 0):
+    def __init__(self, agent: Agent, sampler: Sampler, *, capacity: int, replay_ratio: int,
+                 batch_size: int | None = None, tasks=None, inference: Inference | None = None,
+                 columns: dict | None = None, reset_layers: int = 0, reward_scale: float = 1.0):
+        """``tasks`` (``replay.tasks.SingleTask`` or ``MultiTask``) says how batches are
+        drawn, by default ``batch_size`` rows of one task; ``inference`` defaults to none."""
         self.agent = agent
         self.sampler = sampler
+        self.tasks = tasks if tasks is not None else SingleTask(batch_size)
+        self.inference = inference if inference is not None else Inference(
+            InferenceSpec(agent.obs_dim, agent.act_dim, 1, batch_size or 0))
         self.capacity = capacity
-        self.batch_size = batch_size
+        self.columns = columns or {}
         self.replay_ratio = replay_ratio
         self.reset_layers = reset_layers
-        seeds = partial(jax.vmap, in_axes=(0, 0, 0))
-        self.collect = jax.jit(seeds(self._collect_one), donate_argnums=0)
+        self.reward_scale = reward_scale
         self.store = jax.jit(jax.vmap(self._store_one), donate_argnums=0)
-        self.update = jax.jit(jax.vmap(self._update_one, in_axes=(0, 0, None)), donate_argnums=0)
-        self.first_action = jax.jit(jax.vmap(self._first_action_one, in_axes=(0, 0, None)),
-                                    static_argnums=2, donate_argnums=0)
-        self.act = jax.jit(jax.vmap(lambda s, obs: agent.act(s.agent, obs)))
+        self.update = jax.jit(jax.vmap(self._update_one, in_axes=(0, 0, None, 0)), donate_argnums=0)
+        self.act = jax.jit(jax.vmap(self._act_one, in_axes=(0, 0, 0, None)), static_argnums=3, donate_argnums=0)
+        # evaluation: E episodes per seed at once, each with its own belief
+        self.policy = jax.jit(jax.vmap(self._policy_one))
+        self.eval_observe = jax.jit(jax.vmap(self._eval_observe_one))
+        self.eval_begin = jax.jit(jax.vmap(self._eval_begin_one))
         self.refresh = jax.jit(self._refresh_seeds, donate_argnums=0)
         self._init_single = jax.jit(self._init_one)
         self._agent_init = jax.jit(agent.init)
@@ -100,9 +133,12 @@ class Learner:
 
     def _init_one(self, key: jax.Array) -> SeedState:
         key, k_agent = jax.random.split(key)
-        storage = replay_storage.init(self.capacity, self.agent.obs_dim, self.agent.act_dim)
-        return SeedState(agent=self.agent.init(k_agent), storage=storage, sampler=self.sampler.init(storage),
-                         key=key, first_bad_update=jnp.asarray(-1, jnp.int32))
+        obs_dim = self.agent.obs_dim - self.inference.latent_dim
+        storage = replay_storage.init(self.capacity, obs_dim, self.agent.act_dim, self.columns)
+        k_inference = jax.random.fold_in(k_agent, 1)  # the agent's key stays what it was before inference existed
+        return SeedState(agent=self.agent.init(k_agent), inference=self.inference.init(k_inference),
+                         belief=self.inference.belief_init(), storage=storage, sampler=self.sampler.init(storage),
+                         tasks=self.tasks.init(self.capacity), key=key, first_bad_update=jnp.asarray(-1, jnp.int32))
 
     def reset(self, state: SeedState) -> SeedState:
         """Re-initialise networks and optimiser state with fresh keys; keep the replay."""
@@ -119,26 +155,33 @@ class Learner:
         return s.replace(key=key), k
 
     # -- per-seed functions --------------------------------------------------------------
-    def _add(self, s: SeedState, tr: Transition) -> tuple[Storage, Any]:
+    def _store_one(self, s: SeedState, tr: Transition) -> SeedState:
         row = s.storage.ptr
         storage = replay_storage.add(s.storage, tr)
-        return storage, self.sampler.on_add(s.sampler, storage, row)
+        return s.replace(storage=storage, sampler=self.sampler.on_add(s.sampler, storage, row),
+                         tasks=self.tasks.on_add(s.tasks, storage, row),
+                         belief=self.inference.observe(s.inference, s.belief, tr))
 
-    def _random_action(self, key: jax.Array) -> jax.Array:
-        return jax.random.uniform(key, (self.agent.act_dim,), jnp.float32, -1.0, 1.0)
-
-    def _first_action_one(self, s: SeedState, obs: jax.Array, random: bool):
+    def _begin(self, s: SeedState, starts: EpisodeStarts) -> SeedState:
+        """At an episode start, the belief's z for it (a new task clears the belief first)."""
         key, k = jax.random.split(s.key)
-        a = self._random_action(k) if random else self.agent.explore(s.agent, obs[None], k)[0]
+        begun = self.inference.begin_episode(s.inference, s.belief, starts.new_task, starts.prior, k)
+        belief = jax.tree.map(lambda b, o: jnp.where(starts.now, b, o), begun, s.belief)
+        return s.replace(belief=belief, key=key)
+
+    def _explore(self, s: SeedState, obs: jax.Array, random: bool):
+        key, k = jax.random.split(s.key)
+        if random:
+            a = jax.random.uniform(k, (self.agent.act_dim,), jnp.float32, -1.0, 1.0)
+        else:
+            a = self.agent.explore(s.agent, self.inference.policy_obs(s.belief, obs)[None], k)[0]
         return s.replace(key=key), a
 
-    def _collect_one(self, s: SeedState, tr: Transition, act_obs: jax.Array):
-        """Warm-up: store the transition and pick a uniformly random next action."""
-        storage, sampler_state = self._add(s, tr)
-        key, k = jax.random.split(s.key)
-        return s.replace(storage=storage, sampler=sampler_state, key=key), self._random_action(k)
+    def _act_one(self, s: SeedState, obs: jax.Array, starts: EpisodeStarts, random: bool):
+        """The next action without updates: uniformly random (warm-up) or the policy's."""
+        return self._explore(self._begin(s, starts), obs, random)
 
-    def train(self, state: SeedState, tr: Transition, act_obs, step0):
+    def train(self, state: SeedState, tr: Transition, act_obs, step0, starts: EpisodeStarts | None = None):
         """One environment step of learning: store the transition, then ``replay_ratio``
         updates and the next action.
 
@@ -148,34 +191,52 @@ class Learner:
         68 MB copies of next_obs, a 4x slower step). Apart, the write is in place and
         the updates only read.
         """
-        return self.update(self.store(state, tr), act_obs, step0)
+        starts = starts if starts is not None else EpisodeStarts.none(len(act_obs))
+        return self.update(self.store(state, tr), act_obs, step0, starts)
 
-    def _store_one(self, s: SeedState, tr: Transition) -> SeedState:
-        storage, sampler_state = self._add(s, tr)
-        return s.replace(storage=storage, sampler=sampler_state)
-
-    def _update_one(self, s: SeedState, act_obs: jax.Array, step0: jax.Array):
-        storage, sampler_state = s.storage, s.sampler
+    def _update_one(self, s: SeedState, act_obs: jax.Array, step0: jax.Array, starts: EpisodeStarts):
+        storage, tasks = s.storage, s.tasks
 
         def one_update(carry, i):
-            agent_state, sampler_state, key, bad = carry
-            key, k_sample, k_update = jax.random.split(key, 3)
-            batch, weights, rows, sampler_state = self.sampler.sample(sampler_state, storage, k_sample,
-                                                                      self.batch_size)
+            agent_state, inference_state, sampler_state, key, bad = carry
+            key, k_sample, k_infer, k_update = jax.random.split(key, 4)
+            batch, sampler_state = self.tasks.sample(tasks, storage, k_sample, self.sampler, sampler_state)
+            data, aux = self.inference.condition(inference_state, batch, k_infer)
+            if self.reward_scale != 1.0:
+                data = data.replace(reward=data.reward * self.reward_scale)
             step = step0 + i
-            agent_state, metrics, td = self.agent.update(agent_state, batch, weights, k_update, step)
-            sampler_state = self.sampler.update(sampler_state, rows, td)
+            agent_state, metrics, td, obs_grad = self.agent.update(agent_state, data, batch.weights, k_update, step)
+            inference_state, inference_metrics = self.inference.update(inference_state, aux, obs_grad)
+            sampler_state = self.sampler.update(sampler_state, batch.rows, td)
+            metrics = {**metrics, **inference_metrics}
             finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
             bad = jnp.where((bad < 0) & ~finite, step, bad)
-            return (agent_state, sampler_state, key, bad), metrics
+            return (agent_state, inference_state, sampler_state, key, bad), metrics
 
-        carry = (s.agent, sampler_state, s.key, s.first_bad_update)
-        (agent_state, sampler_state, key, bad), metrics = jax.lax.scan(
+        carry = (s.agent, s.inference, s.sampler, s.key, s.first_bad_update)
+        (agent_state, inference_state, sampler_state, key, bad), metrics = jax.lax.scan(
             one_update, carry, jnp.arange(self.replay_ratio, dtype=jnp.int32))
-        key, k_act = jax.random.split(key)
-        action = self.agent.explore(agent_state, act_obs[None], k_act)[0]
-        new = SeedState(agent=agent_state, storage=storage, sampler=sampler_state, key=key, first_bad_update=bad)
-        return new, action, self._summarise(metrics)
+        s = s.replace(agent=agent_state, inference=inference_state, sampler=sampler_state, key=key,
+                      first_bad_update=bad)
+        s, action = self._act_one(s, act_obs, starts, False)
+        return s, action, self._summarise(metrics)
+
+    # -- evaluation: deterministic policy, one belief per evaluation episode ---------------
+    def eval_beliefs(self, seeds: int, episodes: int):
+        """Fresh beliefs for ``episodes`` evaluation episodes of each seed."""
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, (seeds, episodes) + x.shape), self.inference.belief_init())
+
+    def _policy_one(self, s: SeedState, beliefs, obs: jax.Array) -> jax.Array:
+        return self.agent.act(s.agent, jax.vmap(self.inference.policy_obs)(beliefs, obs))
+
+    def _eval_observe_one(self, s: SeedState, beliefs, tr: Transition, active: jax.Array):
+        new = jax.vmap(self.inference.observe, in_axes=(None, 0, 0))(s.inference, beliefs, tr)
+        return jax.tree.map(lambda n, o: jnp.where(active.reshape(active.shape + (1,) * (n.ndim - 1)), n, o),
+                            new, beliefs)
+
+    def _eval_begin_one(self, s: SeedState, beliefs, new_task: jax.Array, prior: jax.Array, keys: jax.Array):
+        return jax.vmap(self.inference.begin_episode, in_axes=(None, 0, 0, 0, 0))(s.inference, beliefs, new_task,
+                                                                                  prior, keys)
 
     def _summarise(self, metrics: dict) -> dict:
         """Mean over the replay-ratio updates; delayed (actor) metrics over actor updates only."""

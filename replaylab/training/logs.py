@@ -119,3 +119,27 @@ class Console:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class TaskCSV:
+    """``tasks.csv`` of a meta-RL run: per evaluation, seed and evaluated task, the task's
+    set and parameters and the return of each adaptation episode."""
+
+    def __init__(self, path: Path, task_set, protocol, num_seeds: int, keep_rounds: int | None = None):
+        """``keep_rounds``: on resume, the evaluations that were written before the checkpoint."""
+        self.task_set, self.protocol = task_set, protocol
+        self.columns = (["env_step", "seed", "task", "split"] + list(task_set.names)
+                        + [f"return_{k}" for k in range(protocol.episodes)])
+        keep = None if keep_rounds is None else keep_rounds * num_seeds * len(protocol.tasks)
+        self._csv = ProgressCSV(path, self.columns, keep_rows=keep)
+
+    def write(self, env_step: int, seeds, returns) -> None:
+        rows = []
+        for i, seed in enumerate(seeds):
+            for j, task in enumerate(self.protocol.tasks):
+                row = {"env_step": env_step, "seed": seed, "task": int(task),
+                       "split": "test" if j < self.protocol.num_test else "train"}
+                row.update({name: float(v) for name, v in zip(self.task_set.names, self.task_set.params[task])})
+                row.update({f"return_{k}": float(returns[i, j, k]) for k in range(returns.shape[2])})
+                rows.append(row)
+        self._csv.write(rows)

@@ -1,13 +1,17 @@
-"""The one training loop: every agent, every sampler, any number of seeds.
+"""The one training loop: every agent, sampler, inference method and number of seeds, on
+single tasks and on task distributions.
 
 Per environment step:
 
-    step the S environments on the host with the pending actions
-    -> two compiled calls: store the transitions; run ``replay_ratio`` updates and pick the
-       next actions (uniformly random during the warm-up, with no updates)
+    step the S environments on the host with the pending actions (each episode runs the
+       task the schedule gives it, a pure function of (seed, episode))
+    -> two compiled calls: store the transitions; run ``replay_ratio`` updates (every
+       ``update_every`` steps) and pick the next actions (uniformly random during the
+       warm-up, with no updates), starting the belief of any episode that begins
     -> every ``refresh_interval`` steps: the sampler's upkeep
     -> every ``reset_interval`` updates: re-initialise the networks, keep the replay
-    -> every ``eval_interval`` steps: evaluate, write progress.csv
+    -> every ``eval_interval`` steps: evaluate (``evaluate.py``: plain episodes, or the
+       adaptation protocol on a task distribution), write progress.csv
     -> every ``checkpoint_interval`` steps and at the end: checkpoint.
 
 Exact resume: a checkpoint holds the device state (networks, optimisers, replay, sampler
@@ -27,15 +31,18 @@ import numpy as np
 
 from replaylab.agents import make_agent
 from replaylab.config import Config
-from replaylab.envs import make_env
+from replaylab.envs import env_columns
 from replaylab.errors import RunError
+from replaylab.inference import InferenceSpec, make_inference
 from replaylab.replay.methods import make_sampler
 from replaylab.replay.sampler import ReplaySpec
 from replaylab.replay.storage import Transition
+from replaylab.replay.tasks import MultiTask, SingleTask
 from replaylab.training import checkpoint
-from replaylab.training.evaluate import TRAIN_STREAM, episode_seed, evaluate
-from replaylab.training.learner import Learner
-from replaylab.training.logs import Console, Loggers, ProgressCSV, read_progress
+from replaylab.training.evaluate import TRAIN_STREAM, AdaptationEval, SingleTaskEval, episode_seed, evaluate
+from replaylab.training.learner import EpisodeStarts, Learner
+from replaylab.training.logs import Console, Loggers, ProgressCSV, TaskCSV, read_progress
+from replaylab.training.schedule import TaskSchedule
 
 BASE_COLUMNS = ["env_step", "updates", "seed", "return_mean", "return_std", "train_return", "episodes",
                 "wall_time", "sps"]
@@ -96,25 +103,52 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = run_dir
         self.seeds = cfg.seed_list
-        self.envs = [make_env(cfg.env, cfg.action_repeat) for _ in self.seeds]
-        self.eval_envs = [[make_env(cfg.env, cfg.action_repeat) for _ in range(cfg.eval_episodes)]
-                          for _ in self.seeds]
+        self.envs = [cfg.make_env() for _ in self.seeds]
         env = self.envs[0]
-        self.agent = make_agent(cfg.agent, env.obs_dim, env.act_dim, cfg.agent_cfg, cfg.policy_delay)
-        spec = ReplaySpec(obs_dim=env.obs_dim, act_dim=env.act_dim, capacity=cfg.buffer_size, env_id=cfg.env)
+        task_set = env.tasks  # None for a single task
+        multi = task_set is not None
+        self.schedule = TaskSchedule(task_set.num_train, cfg.prior_episodes, cfg.posterior_episodes,
+                                     cfg.extra_episodes) if multi else TaskSchedule()
+        self.train_pool = np.arange(task_set.num_train) if multi else None
+        self.protocol = AdaptationEval(task_set, cfg.eval_train_tasks, cfg.adapt_episodes, cfg.prior_episodes) \
+            if multi else SingleTaskEval(cfg.eval_episodes)
+        self.eval_envs = [[cfg.make_env() for _ in self.protocol.tasks] for _ in self.seeds]
+        meta_batch = cfg.meta_batch if multi else 1
+        self.inference = make_inference(cfg.inference, dict(cfg.inference_cfg),
+                                        InferenceSpec(env.obs_dim, env.act_dim, meta_batch, cfg.batch_size))
+        self.agent = make_agent(cfg.agent, env.obs_dim + self.inference.latent_dim, env.act_dim, cfg.agent_cfg,
+                                cfg.policy_delay, obs_grad=self.inference.needs_obs_grad)
+        spec = ReplaySpec(obs_dim=env.obs_dim, act_dim=env.act_dim, capacity=cfg.buffer_size, env_id=cfg.env,
+                          multi_task=multi)
         self.sampler = make_sampler(cfg.replay, dict(cfg.replay_cfg), spec)
-        self.learner = Learner(self.agent, self.sampler, capacity=cfg.buffer_size, batch_size=cfg.batch_size,
-                               replay_ratio=cfg.replay_ratio, reset_layers=cfg.reset_layers)
-        self.columns = BASE_COLUMNS + list(self.agent.metric_names)
+        tasks = MultiTask(task_set.num_train, meta_batch, cfg.batch_size, self.schedule.episodes_per_visit,
+                          self.schedule.context_episodes, segments_per_task(cfg, task_set, self.schedule),
+                          self.inference.context, self.inference.context_size) if multi \
+            else SingleTask(cfg.batch_size)
+        self.learner = Learner(self.agent, self.sampler, capacity=cfg.buffer_size, replay_ratio=cfg.replay_ratio,
+                               tasks=tasks, inference=self.inference, columns=env_columns(env),
+                               reset_layers=cfg.reset_layers, reward_scale=cfg.agent_cfg.reward_scale)
+        self.columns = BASE_COLUMNS + list(self.protocol.columns) + list(self.agent.metric_names) \
+            + list(self.inference.metric_names)
         self.ckpt_root = run_dir / "checkpoints"
         self.last_checkpoint: Path | None = None
+
+    def _reset_env(self, i: int, episode: int) -> np.ndarray:
+        seed = self.seeds[i]
+        return self.envs[i].reset(episode_seed(seed, TRAIN_STREAM, episode), self.schedule.task(seed, episode),
+                                  self.train_pool)
+
+    def _starts(self, begins: np.ndarray, episodes: np.ndarray) -> EpisodeStarts:
+        flags = np.array([self.schedule.starts(int(e)) for e in episodes], bool).reshape(-1, 2)
+        return EpisodeStarts(now=begins, new_task=flags[:, 0] & begins, prior=flags[:, 1])
 
     # -- start and resume --------------------------------------------------------------
     def _fresh(self) -> tuple[object, HostState]:
         S = len(self.seeds)
-        obs = np.stack([env.reset(episode_seed(s, TRAIN_STREAM, 0)) for env, s in zip(self.envs, self.seeds)])
+        obs = np.stack([self._reset_env(i, 0) for i in range(S)])
         state = self.learner.init(self.seeds)
-        state, pending = self.learner.first_action(state, obs, self.cfg.warmup_steps > 0)
+        starts = self._starts(np.ones(S, bool), np.zeros(S, np.int64))
+        state, pending = self.learner.act(state, obs, starts, self.cfg.warmup_steps > 0)
         host = HostState(obs=obs, pending=np.asarray(pending), episode=np.zeros(S, np.int64),
                          ep_step=np.zeros(S, np.int64), ep_return=np.zeros(S), ep_actions=[[] for _ in range(S)],
                          last_train_return=np.full(S, np.nan))
@@ -126,7 +160,7 @@ class Trainer:
         self.last_checkpoint = path
         host = HostState.from_checkpoint(arrays, meta)
         for i, (env, s) in enumerate(zip(self.envs, self.seeds)):
-            obs = env.reset(episode_seed(s, TRAIN_STREAM, int(host.episode[i])))
+            obs = self._reset_env(i, int(host.episode[i]))
             for a in host.ep_actions[i]:
                 obs = env.step(a)[0]
             if not np.array_equal(obs, host.obs[i]):
@@ -140,6 +174,8 @@ class Trainer:
         cfg = self.cfg
         state, h = self._restore() if resume else self._fresh()
         csv = ProgressCSV(self.run_dir / "progress.csv", self.columns, keep_rows=h.csv_rows if resume else None)
+        task_csv = TaskCSV(self.run_dir / "tasks.csv", self.envs[0].tasks, self.protocol, len(self.seeds),
+                           h.eval_round if resume else None) if isinstance(self.protocol, AdaptationEval) else None
         logs = Loggers(self.run_dir, cfg.to_flat(), cfg.tensorboard, cfg.wandb, cfg.wandb_mode, cfg.wandb_project,
                        purge_step=h.env_step if resume else None)
         console = Console(cfg.total_steps, h.env_step, cfg.progress_bar)
@@ -148,13 +184,14 @@ class Trainer:
         t_start, t_mark, step_mark = time.perf_counter() - h.wall_time, time.perf_counter(), h.env_step
         try:
             while h.env_step < cfg.total_steps:
-                tr, act_obs = self._step_envs(h)
+                tr, act_obs, starts = self._step_envs(h)
                 h.env_step += 1
-                if h.env_step < cfg.warmup_steps:
-                    state, pending = self.learner.collect(state, tr, act_obs)
-                else:
-                    state, pending, metrics = self.learner.train(state, tr, act_obs, np.int32(h.updates))
+                if h.env_step >= cfg.warmup_steps and h.env_step % cfg.update_every == 0:
+                    state, pending, metrics = self.learner.train(state, tr, act_obs, np.int32(h.updates), starts)
                     h.updates += cfg.replay_ratio
+                else:
+                    state = self.learner.store(state, tr)
+                    state, pending = self.learner.act(state, act_obs, starts, h.env_step < cfg.warmup_steps)
                 h.pending = np.asarray(pending)
                 self._check_finite(state, h)
                 if self._refresh_due(h.env_step):
@@ -167,7 +204,7 @@ class Trainer:
                     now = time.perf_counter()
                     sps = (h.env_step - step_mark) / max(now - t_mark, 1e-9)
                     h.wall_time = now - t_start
-                    last_eval = self._evaluate(state, h, metrics, sps, csv, logs)
+                    last_eval = self._evaluate(state, h, metrics, sps, csv, task_csv, logs)
                     console.update(0, sps=f"{sps:.0f}", ret=f"{np.mean(last_eval):.1f}")
                     t_mark, step_mark = time.perf_counter(), h.env_step
                 if (cfg.checkpoint_interval and h.env_step % cfg.checkpoint_interval == 0) \
@@ -185,29 +222,32 @@ class Trainer:
         first = max(self.cfg.warmup_steps - 1, 1)
         return bool(every) and (env_step == first or (env_step > first and env_step % every == 0))
 
-    def _step_envs(self, h: HostState) -> tuple[Transition, np.ndarray]:
+    def _step_envs(self, h: HostState) -> tuple[Transition, np.ndarray, EpisodeStarts]:
         S = len(self.envs)
         next_obs = np.empty_like(h.obs)
         reward = np.zeros(S, np.float32)
         terminated = np.zeros(S, bool)
         act_obs = np.empty_like(h.obs)
         done = np.zeros(S, bool)
+        extras = []
         for i, env in enumerate(self.envs):
-            next_obs[i], reward[i], terminated[i], truncated = env.step(h.pending[i])
+            next_obs[i], reward[i], terminated[i], truncated, extra = env.step(h.pending[i])
+            extras.append(extra)
             h.ep_actions[i].append(h.pending[i].copy())
             done[i] = terminated[i] or truncated
         tr = Transition(obs=h.obs, action=h.pending, reward=reward, next_obs=next_obs, terminated=terminated,
-                        episode=h.episode.astype(np.int32), step=h.ep_step.astype(np.int32))
+                        episode=h.episode.astype(np.int32), step=h.ep_step.astype(np.int32),
+                        extra={k: np.stack([e[k] for e in extras]) for k in extras[0]})
         h.ep_return += reward
         h.ep_step += 1
         act_obs[:] = next_obs
         for i in np.nonzero(done)[0]:
             h.last_train_return[i] = h.ep_return[i]
             h.episode[i] += 1
-            act_obs[i] = self.envs[i].reset(episode_seed(self.seeds[i], TRAIN_STREAM, int(h.episode[i])))
+            act_obs[i] = self._reset_env(i, int(h.episode[i]))
             h.ep_step[i], h.ep_return[i], h.ep_actions[i] = 0, 0.0, []
         h.obs = act_obs
-        return tr, act_obs
+        return tr, act_obs, self._starts(done, h.episode)
 
     def _check_finite(self, state, h: HostState) -> None:
         bad = np.asarray(state.first_bad_update)
@@ -218,20 +258,31 @@ class Trainer:
             raise RunError(f"non-finite loss at gradient update {int(bad[i])} (seed {self.seeds[i]}, env step "
                            f"{h.env_step}); the run stopped and {where}. Try lower learning rates.")
 
-    def _evaluate(self, state, h: HostState, metrics, sps: float, csv: ProgressCSV, logs: Loggers) -> np.ndarray:
-        returns = evaluate(self.learner.act, state, self.eval_envs, self.seeds, h.eval_round)
+    def run_protocol(self, state, round_: int, on_frame=None):
+        """Evaluate ``state`` with this run's protocol: (returns (S, N, episodes), beliefs)."""
+        p = self.protocol
+        return evaluate(self.learner, state, self.eval_envs, self.seeds, round_, p.tasks, p.episodes,
+                        p.prior_episodes, p.pools, on_frame=on_frame)
+
+    def _evaluate(self, state, h: HostState, metrics, sps: float, csv: ProgressCSV, task_csv, logs: Loggers):
+        returns, beliefs = self.run_protocol(state, h.eval_round)
+        summary = self.protocol.summary(returns)
+        if task_csv is not None:
+            task_csv.write(h.env_step, self.seeds, returns)
+            plot_encodings(self.run_dir / "encodings" / f"step_{h.env_step:010d}.png", self.envs[0].tasks,
+                           self.protocol, self.inference.belief_stats, beliefs, self.seeds)
         h.eval_round += 1
         m = {k: np.asarray(v) for k, v in metrics.items()} if metrics is not None else {}
         rows = []
         for i, s in enumerate(self.seeds):
-            row = dict(env_step=h.env_step, updates=h.updates, seed=s, return_mean=float(returns[i].mean()),
-                       return_std=float(returns[i].std()), train_return=float(h.last_train_return[i]),
+            row = dict(env_step=h.env_step, updates=h.updates, seed=s, train_return=float(h.last_train_return[i]),
                        episodes=int(h.episode[i]), wall_time=round(h.wall_time, 3), sps=round(sps, 2))
+            row.update({k: float(v[i]) for k, v in summary.items()})
             row.update({k: float(v[i]) for k, v in m.items()})
             rows.append(row)
         csv.write(rows)
         h.csv_rows = csv.rows
-        means = returns.mean(1)
+        means = summary["return_mean"]
         scalars = {"eval/return": float(means.mean()), "perf/sps": sps}
         scalars.update({f"eval/return_seed{s}": float(r) for s, r in zip(self.seeds, means)})
         scalars.update({f"train/{k}": float(v.mean()) for k, v in m.items()})
@@ -243,3 +294,27 @@ class Trainer:
         meta = {**counters, "seeds": self.seeds}
         self.last_checkpoint = checkpoint.save(self.ckpt_root, h.env_step, state, arrays, meta)
 
+
+
+def segments_per_task(cfg: Config, task_set, schedule: TaskSchedule) -> int:
+    """Segments the task index remembers per task: 4x the visits an average task has in a
+    full buffer (at least 16), so a task drawn unusually often keeps its older visits too."""
+    visit_rows = schedule.episodes_per_visit * cfg.episode_length
+    visits = cfg.buffer_size / max(visit_rows, 1) / task_set.num_train
+    return int(min(max(16, 4 * np.ceil(visits)), 4096))
+
+
+def plot_encodings(path: Path, task_set, protocol, belief_stats, beliefs, seeds) -> None:
+    """z (posterior mean +- std after the last adaptation episode) against the task
+    parameter, for the test tasks, one panel per latent dimension, first seed."""
+    import jax
+
+    stats = jax.vmap(jax.vmap(belief_stats))(beliefs) if jax.tree.leaves(beliefs) else {}
+    if not stats:
+        return
+    from replaylab.training.figures import encodings_figure
+
+    n = protocol.num_test
+    params = task_set.params[protocol.tasks[:n]]
+    mean, var = np.asarray(stats["mean"])[0, :n], np.asarray(stats["var"])[0, :n]
+    encodings_figure(path, task_set.names, params, mean, np.sqrt(var), f"seed {seeds[0]}")

@@ -1,0 +1,70 @@
+"""MuJoCo plumbing shared by the cheetah and ant families.
+
+Gymnasium's v5 XML models (``half_cheetah.xml``, ``ant.xml``) stepped with the ``mujoco``
+bindings directly: frame_skip 5 (dt 0.05), actions clipped to the actuators' ctrlrange, and
+Gymnasium v5's reset noise (qpos + U(-0.1, 0.1), qvel + 0.1 N(0, 1)) drawn from the episode
+generator, so with no task switches an episode starts exactly where Gymnasium's
+``reset(seed=seed)`` would. Observations and rewards are computed here, not by Gymnasium.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from replaylab.envs.meta.base import MetaEnv
+
+ASSETS = Path(importlib.util.find_spec("gymnasium").origin).parent / "envs" / "mujoco" / "assets"
+
+
+class MujocoMetaEnv(MetaEnv):
+    xml: ClassVar[str]
+    frame_skip = 5
+    reset_noise = 0.1
+    contact_forces = False  # run mj_rnePostConstraint after stepping (fills data.cfrc_ext)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        import mujoco
+
+        self._mj = mujoco
+        self.model = mujoco.MjModel.from_xml_path(str(ASSETS / self.xml))
+        self.data = mujoco.MjData(self.model)
+        self.dt = float(self.model.opt.timestep) * self.frame_skip
+        low, high = self.model.actuator_ctrlrange.T
+        if not np.array_equal(low, -high) or self.model.nu != self.act_dim:
+            raise ValueError(f"{self.xml}: expected {self.act_dim} actuators with symmetric ctrlrange")
+        self.action_scale = high.copy()
+        self._renderer = None
+
+    def _reset(self, rng: np.random.Generator) -> np.ndarray:
+        m, d = self.model, self.data
+        self._mj.mj_resetData(m, d)
+        d.qpos[:] = m.qpos0 + rng.uniform(-self.reset_noise, self.reset_noise, m.nq)
+        d.qvel[:] = self.reset_noise * rng.standard_normal(m.nv)
+        self._mj.mj_forward(m, d)
+        return self._observe()
+
+    def _simulate(self, a: np.ndarray) -> None:
+        self.data.ctrl[:] = a
+        self._mj.mj_step(self.model, self.data, nstep=self.frame_skip)
+        if self.contact_forces:
+            self._mj.mj_rnePostConstraint(self.model, self.data)
+
+    def _observe(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def render(self) -> np.ndarray:
+        """A 480x480 rgb frame from the model's tracking camera (needs an OpenGL backend, e.g. MUJOCO_GL=egl)."""
+        if self._renderer is None:
+            self._renderer = self._mj.Renderer(self.model, 480, 480)
+        self._renderer.update_scene(self.data, camera="track")
+        return self._renderer.render()
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None

@@ -1,0 +1,66 @@
+"""SMRL's toy goal-reaching tasks (``meta_envs/toy_goal``): a point on a line or in a plane.
+
+Ranges: metarl.md lists ``pos in [0.1, 10]`` for SMRL's ``toy1d`` factory, which we could not
+verify and which would exclude a start at 0; we use the symmetric range [-10, 10] of its
+``toy1d_rand`` factory with ``toy1d``'s max_action 1, and a fixed start at the origin (the
+``_rand`` factories are the ones that randomise it). Goals are uniform over the position range
+(task_scale 1). Episodes last 100 steps. SMRL's ``toy1d`` factory also resampled the task every
+1000 steps; here in-episode switches are opt-in (``change_steps``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from replaylab.envs.meta.base import MetaEnv, no_termination, register
+
+
+class PointMass(MetaEnv):
+    """Shared point dynamics: s' = s + a (optionally norm-clipped a, clipped s'); info = s'."""
+
+    bounds: tuple[float, float] | None = None  # position box, None = unbounded
+    norm_clip = False  # clip |a|_2 to action_scale (after clipping each coordinate)
+    random_start = False  # start ~ U[-1, 1]^dim from the reset seed, else at the origin
+
+    def _reset(self, rng: np.random.Generator) -> np.ndarray:
+        dim = self.obs_dim
+        self._s = rng.uniform(-1.0, 1.0, dim) if self.random_start else np.zeros(dim)
+        return self._s.astype(np.float32)
+
+    def _advance(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.norm_clip:
+            norm = float(np.sqrt(a @ a))
+            if norm > self.action_scale:
+                a = a * (self.action_scale / norm)
+        s = self._s + a
+        if self.bounds is not None:
+            s = np.clip(s, *self.bounds)
+        self._s = s
+        obs = s.astype(np.float32)
+        return obs, obs.copy()
+
+    @classmethod
+    def reward_fn(cls, xp, obs, action, next_obs, info, params):
+        reward = -xp.sqrt(xp.sum(xp.square(info - params), axis=-1))
+        return reward, no_termination(xp, reward)
+
+
+@register("toy1d", num_train=100, num_test=25, episode_length=100)
+class Toy1D(PointMass):
+    """SMRL Toy1D: s in [-10, 10], s' = clip(s + a), |a| <= 1, start 0; goal ~ U(-10, 10); r = -|s' - g|."""
+
+    obs_dim = act_dim = info_dim = 1
+    param_names = ("goal",)
+    param_low, param_high = -10.0, 10.0
+    bounds = (-10.0, 10.0)
+
+
+@register("toy2d", num_train=100, num_test=25, episode_length=100)
+class Toy2D(PointMass):
+    """SMRL Toy2D (L2): s in [-10, 10]^2, |a|_2 <= 1, start 0; goal ~ U[-10, 10]^2; r = -|s' - g|_2."""
+
+    obs_dim = act_dim = info_dim = 2
+    param_names = ("goal_x", "goal_y")
+    param_low, param_high = -10.0, 10.0
+    bounds = (-10.0, 10.0)
+    norm_clip = True

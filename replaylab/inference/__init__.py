@@ -1,0 +1,19 @@
+"""Task inference for meta-RL: ``inference=NAME`` picks one, ``inference.PARAM=...`` sets it."""
+
+from __future__ import annotations
+
+from replaylab.inference.base import Inference, InferenceSpec
+from replaylab.inference.pearl import PEARL
+
+INFERENCES: dict[str, type[Inference]] = {"none": Inference, "pearl": PEARL}
+
+
+def inference_params(name: str) -> dict:
+    return INFERENCES[name].params()
+
+
+def make_inference(name: str, params: dict, spec: InferenceSpec) -> Inference:
+    return INFERENCES[name](spec=spec, **params)
+
+
+__all__ = ["Inference", "InferenceSpec", "INFERENCES", "inference_params", "make_inference"]

@@ -1,0 +1,80 @@
+"""The interface between a task-inference method and the one learner, and ``none``.
+
+An inference method turns experience of a task into a latent z and conditions the agent
+on it: the agent acts and learns on (s, z), with z appended to the observations, so SAC,
+TD3 and DDPG all work with every method unchanged. Its pure functions, vmapped over seeds
+inside the compiled learner like everything else:
+
+- ``init(key)``: its trainable state (an encoder and its optimiser).
+- ``condition(state, batch, key) -> (transitions, aux)``: the batch the agent learns on,
+  (s, z) and (s', z); ``aux`` carries what ``update`` needs.
+- ``update(state, aux, obs_grad) -> (state, metrics)``: its own gradient step, after the
+  agent's; ``obs_grad`` is the critic loss' gradient w.r.t. the conditioned observations
+  (requested from the agent when ``needs_obs_grad``).
+- acting: a belief carried between environment steps in the compiled state and in
+  checkpoints: ``belief_init()``, ``observe(state, belief, transition)`` after every step,
+  ``begin_episode(state, belief, new_task, prior, key)`` when an episode starts (a new task
+  clears it), and ``policy_obs(belief, obs)``, the observation the policy sees.
+
+``context`` names the context source it reads from replay (``recent`` or ``window``, see
+``replay/tasks.py``); ``latent_dim`` is the width of z.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+import jax
+
+
+@dataclass(frozen=True)
+class InferenceSpec:
+    """What a method needs to know about the run (not user parameters)."""
+
+    obs_dim: int
+    act_dim: int
+    meta_batch: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class Inference:
+    """No inference: z is empty and the agent sees s alone (a multi-task agent on a
+    task distribution; the plain agent on a single task)."""
+
+    spec: InferenceSpec
+
+    context: ClassVar[str] = "none"
+    needs_obs_grad: ClassVar[bool] = False
+    metric_names: ClassVar[tuple[str, ...]] = ()
+    latent_dim: ClassVar[int] = 0  # a method sets these as parameters
+    context_size: ClassVar[int] = 0
+
+    @classmethod
+    def params(cls) -> dict:
+        return {f.name: f for f in fields(cls) if "help" in f.metadata}
+
+    def init(self, key: jax.Array):
+        return ()
+
+    def condition(self, state, batch, key: jax.Array):
+        return batch.data, ()
+
+    def update(self, state, aux, obs_grad):
+        return state, {}
+
+    def belief_init(self):
+        return ()
+
+    def observe(self, state, belief, tr):
+        return belief
+
+    def begin_episode(self, state, belief, new_task: jax.Array, prior: jax.Array, key: jax.Array):
+        return belief
+
+    def policy_obs(self, belief, obs: jax.Array) -> jax.Array:
+        return obs
+
+    def belief_stats(self, belief) -> dict:
+        return {}

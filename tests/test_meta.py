@@ -1,0 +1,264 @@
+"""Meta-RL: the task index and contexts, PEARL's posterior, and meta runs through the one loop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import replaylab
+from replaylab.inference.pearl import kl_to_standard_normal, product_of_gaussians
+from replaylab.replay import storage as st
+from replaylab.replay.methods import make_sampler
+from replaylab.replay.sampler import ReplaySpec
+from replaylab.replay.tasks import MultiTask, TaskPool, recent_context, window_context
+from replaylab.training.schedule import TaskSchedule
+from tests.conftest import checkpoint_arrays, cli, overrides, progress_without_wall_clock
+
+META = {"env": "meta:point-robot", "inference": "pearl", "total_steps": 800, "warmup_steps": 200,
+        "eval_interval": 400, "checkpoint_interval": 0, "buffer_size": 2000, "batch_size": 16, "meta_batch": 4,
+        "train_tasks": 6, "test_tasks": 3, "eval_train_tasks": 2, "prior_episodes": 1, "extra_episodes": 1,
+        "adapt_episodes": 2, "progress_bar": False, "tensorboard": False, "agent.hidden_sizes": [16, 16],
+        "inference.encoder_sizes": [16], "inference.context_size": 8, "inference.latent_dim": 2}
+
+
+# -- PEARL's posterior ------------------------------------------------------------------------
+
+def test_product_of_gaussians_matches_the_closed_form_and_skips_masked_rows():
+    rng = np.random.default_rng(0)
+    mu = rng.normal(size=(3, 4, 2)).astype(np.float32)
+    var = rng.uniform(0.1, 2.0, size=(3, 4, 2)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 1], [1, 1, 0, 0], [0, 1, 0, 0]], bool)
+    m, v = product_of_gaussians(jnp.asarray(mu), jnp.asarray(var), jnp.asarray(mask))
+    for t in range(3):
+        # the product of Gaussian densities, multiplied two at a time in closed form
+        mt, vt = None, None
+        for n in np.nonzero(mask[t])[0]:
+            if mt is None:
+                mt, vt = mu[t, n], var[t, n]
+            else:
+                mt, vt = (mt * var[t, n] + mu[t, n] * vt) / (vt + var[t, n]), vt * var[t, n] / (vt + var[t, n])
+        np.testing.assert_allclose(np.asarray(m[t]), mt, rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(v[t]), vt, rtol=1e-5)
+    # and it is the density product: log N(x; m, v) = sum_n log N(x; mu_n, var_n) + const in x
+    x = rng.normal(size=(5, 2))
+
+    def logn(x, m, v):
+        return -0.5 * ((x - m) ** 2 / v + np.log(2 * np.pi * v)).sum(-1)
+
+    lhs = logn(x, np.asarray(m[0]), np.asarray(v[0]))
+    rhs = sum(logn(x, mu[0, n], var[0, n]) for n in range(4))
+    assert np.ptp(lhs - rhs) < 1e-4
+    np.testing.assert_allclose(np.asarray(kl_to_standard_normal(jnp.zeros(3), jnp.ones(3))), 0.0, atol=1e-7)
+    kl = float(kl_to_standard_normal(jnp.asarray([1.0, 0.0]), jnp.asarray([1.0, 0.5])))
+    assert kl == pytest.approx(0.5 * (1.0 + (0.5 - 1 - np.log(0.5))), rel=1e-6)
+
+
+# -- the task index and context sources ---------------------------------------------------------
+
+def _multi_task_storage(tasks_of_episodes, episode_len, capacity):
+    """Write episodes of the given tasks (one visit = one episode) into a storage and index."""
+    index = MultiTask(num_tasks=max(tasks_of_episodes) + 1, meta_batch=4, batch_size=64, episodes_per_task=1,
+                      context_episodes=1, segments=8)
+    s = st.init(capacity, 1, 1, {"task": ((), jnp.int32)})
+    state = index.init(capacity)
+    add, on_add = jax.jit(st.add), jax.jit(index.on_add)
+    written = 0
+    for e, task in enumerate(tasks_of_episodes):
+        for t in range(episode_len):
+            tr = st.Transition(obs=np.float32([written]), action=np.float32([0]), reward=np.float32(task),
+                               next_obs=np.float32([0]), terminated=False, episode=np.int32(e), step=np.int32(t),
+                               extra={"task": np.int32(task)})
+            row = s.ptr
+            s = add(s, tr)
+            state = on_add(state, s, row)
+            written += 1
+    return index, state, s
+
+
+def test_task_pool_draws_uniformly_from_the_tasks_stored_rows_only():
+    # 12 episodes of 10 steps into 80 rows: the first 40 rows written are overwritten
+    tasks = [0, 1, 2, 0, 1, 2, 0, 0, 1, 2, 2, 0]
+    index, state, s = _multi_task_storage(tasks, 10, 80)
+    rows_per_task = np.asarray(index.task_rows(state, s.capacity))
+    stored_task = np.asarray(s.data.extra["task"])
+    assert rows_per_task.tolist() == [int((stored_task == t).sum()) for t in range(3)] == [30, 20, 30]
+    pool = TaskPool(state, s, jnp.asarray([0, 2, 1]), 4000)
+    rows = np.asarray(jax.jit(pool.draw)(jax.random.PRNGKey(0))).reshape(3, -1)
+    for t, r in zip([0, 2, 1], rows):
+        assert (stored_task[r] == t).all()
+        counts = np.bincount(r, minlength=80)[stored_task == t]
+        assert counts.min() > 0.6 * counts.mean() and counts.max() < 1.4 * counts.mean()  # ~133 each
+    assert np.asarray(pool.same_pool(jnp.asarray([0, 10]), jnp.asarray([20, 10]))).tolist() == [False, True]
+
+
+def test_per_within_a_task_follows_that_tasks_priorities_across_a_ring_wrap():
+    # 17 episodes of 7 steps into 80 rows: one visit wraps past the ring's end, one is cut by overwriting
+    tasks = [0, 1, 2, 0, 1, 2, 0, 0, 1, 2, 2, 0, 1, 0, 2, 1, 0]
+    index, state, s = _multi_task_storage(tasks, 7, 80)
+    stored_task = np.asarray(s.data.extra["task"])
+    per = make_sampler("per", dict(alpha=1.0, beta=0.5, eps=0.0), ReplaySpec(1, 1, 80, multi_task=True))
+    prio = np.random.default_rng(1).uniform(0.1, 5.0, 80).astype(np.float32)
+    pstate = per.update(per.init(s), jnp.arange(80), jnp.asarray(prio))
+    sample = jax.jit(lambda ps, k: per.sample(ps, s, k, TaskPool(state, s, jnp.asarray([0, 2]), 256)))
+    counts = np.zeros((2, 80))
+    key = jax.random.PRNGKey(0)
+    for _ in range(100):
+        key, k = jax.random.split(key)
+        _, w, rows, _ = sample(pstate, k)
+        rows = np.asarray(rows).reshape(2, -1)
+        for g in range(2):
+            counts[g] += np.bincount(rows[g], minlength=80)
+    for g, t in enumerate([0, 2]):
+        mine = stored_task == t
+        assert counts[g][~mine].sum() == 0
+        expected = np.where(mine, prio, 0) / prio[mine].sum()
+        np.testing.assert_allclose(counts[g] / counts[g].sum(), expected, atol=0.01)
+    w, rows = np.asarray(w).reshape(2, -1), np.asarray(rows).reshape(2, -1)
+    ref = np.stack([(mine.sum() * prio[r] / prio[mine].sum()) ** -0.5
+                    for r, mine in zip(rows, [stored_task == 0, stored_task == 2])])
+    np.testing.assert_allclose(w.reshape(-1), (ref / ref.max()).reshape(-1), rtol=1e-4)
+
+
+def test_recent_context_comes_from_the_tasks_newest_visit_and_windows_stop_at_episode_starts():
+    tasks = [0, 1, 0, 1, 0]
+    index, state, s = _multi_task_storage(tasks, 10, 100)
+    ctx, mask = recent_context(state, s, jnp.asarray([0, 1]), 50, jax.random.PRNGKey(1))
+    written_at = np.asarray(ctx.obs)[..., 0]
+    assert mask.all()
+    assert set(written_at[0]) <= set(range(40, 50)) and len(set(written_at[0])) > 5  # task 0's last visit
+    assert set(written_at[1]) <= set(range(30, 40))
+    ctx, ok = window_context(s, jnp.asarray([12, 3]), 4)  # step 2 of episode 1, step 3 of episode 0
+    # row 99 was never written; rows 8 and 9 belong to episode 0
+    assert np.asarray(ok).tolist() == [[False, False, True, True], [False, True, True, True]]
+    assert np.asarray(ctx.obs)[0, 2:, 0].tolist() == [10, 11]
+
+
+def test_the_schedule_visits_every_task_once_per_cycle_and_marks_visit_starts():
+    sch = TaskSchedule(num_tasks=5, prior=2, posterior=1, extra=1)
+    tasks = [sch.task(3, e) for e in range(5 * 4 * 2)]
+    visits = tasks[::4]
+    assert sorted(visits[:5]) == list(range(5)) and sorted(visits[5:]) == list(range(5))
+    assert all(tasks[i] == tasks[i - i % 4] for i in range(len(tasks)))
+    assert [sch.starts(e) for e in range(4)] == [(True, True), (False, True), (False, False), (False, False)]
+    assert [sch.task(4, e) for e in range(20)] != tasks[:20]  # seeds see different orders
+
+
+# -- meta runs through the one loop -------------------------------------------------------------
+
+def test_meta_run_writes_the_adaptation_columns_per_task_returns_and_encodings(small, tmp_path):
+    run = replaylab.train({**META, "run_dir": str(tmp_path / "run")})
+    rows = run.progress
+    assert [r["env_step"] for r in rows] == [400, 800]
+    for col in ("test_return_first", "test_return_last", "train_return_first", "train_return_last", "kl",
+                "z_mean", "z_var", "critic_loss"):
+        assert np.isfinite(rows[-1][col]), col
+    assert rows[-1]["return_mean"] == rows[-1]["test_return_last"]
+    lines = (tmp_path / "run" / "tasks.csv").read_text().splitlines()
+    assert lines[0] == "env_step,seed,task,split,goal_x,goal_y,return_0,return_1"
+    assert len(lines) == 1 + 2 * (3 + 2)  # two evaluations of 3 test and 2 train tasks
+    assert [line.split(",")[3] for line in lines[1:6]] == ["test"] * 3 + ["train"] * 2
+    test_returns = np.array([[float(x) for x in line.split(",")[-2:]] for line in lines[6:9]])
+    assert np.mean(test_returns[:, -1]) == pytest.approx(rows[-1]["test_return_last"])
+    assert sorted(p.name for p in (tmp_path / "run" / "encodings").iterdir()) == \
+        ["step_0000000400.png", "step_0000000800.png"]
+
+
+def test_vmapped_seeds_of_a_meta_run_equal_separate_runs(tmp_path):
+    cfg = {**META, "total_steps": 500, "eval_interval": 250}
+    together = replaylab.train({**cfg, "seeds": 2, "seed": 4, "run_dir": str(tmp_path / "both")})
+    for i, seed in enumerate([4, 5]):
+        alone = replaylab.train({**cfg, "seeds": 1, "seed": seed, "run_dir": str(tmp_path / f"s{seed}")})
+        a = jax.tree.leaves(jax.tree.map(lambda x: np.asarray(x)[i], together.state))
+        b = jax.tree.leaves(jax.tree.map(lambda x: np.asarray(x)[0], alone.state))
+        for x, y in zip(a, b):
+            np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-5, err_msg=f"seed {seed}")
+        both = [(r["return_mean"], r["kl"]) for r in together.progress if r["seed"] == seed]
+        np.testing.assert_allclose(both, [(r["return_mean"], r["kl"]) for r in alone.progress], rtol=1e-3)
+
+
+def test_meta_run_resumes_bit_identically_after_sigkill(tmp_path):
+    cfg = {**META, "total_steps": 1200, "checkpoint_interval": 400, "seeds": 2, "change_steps": 7,
+           "change_prob": 0.5}
+    ref = {**cfg, "run_dir": str(tmp_path / "ref")}
+    assert cli("train", *overrides(ref)).returncode == 0
+    run = {**cfg, "run_dir": str(tmp_path / "run")}
+    proc = subprocess.Popen([sys.executable, "-m", "replaylab.cli", "train", *overrides(run)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ckpts = Path(run["run_dir"]) / "checkpoints"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (ckpts / "step_0000000400").exists():
+        time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (ckpts / "step_0000001200").exists()
+    r = cli("resume", run["run_dir"])
+    assert r.returncode == 0, r.stderr
+    assert progress_without_wall_clock(ref["run_dir"]) == progress_without_wall_clock(run["run_dir"])
+    assert (Path(ref["run_dir"]) / "tasks.csv").read_text() == (Path(run["run_dir"]) / "tasks.csv").read_text()
+    xa, xb = checkpoint_arrays(ref["run_dir"]), checkpoint_arrays(run["run_dir"])
+    assert xa.keys() == xb.keys() and any("belief" in k for k in xa)
+    for k in xa:
+        assert np.array_equal(xa[k], xb[k], equal_nan=True), k
+    e = cli("eval", run["run_dir"])
+    assert e.returncode == 0, e.stderr
+    assert "last episode" in e.stdout and "test task" in e.stdout
+
+
+@pytest.mark.parametrize("replay", ["per", "ct", "mixup", "nmer", "noise", "s4rl"])
+def test_replay_methods_run_within_tasks(tmp_path, replay):
+    cfg = {k: v for k, v in META.items() if not k.startswith("inference")}
+    run = replaylab.train({**cfg, "replay": replay, "total_steps": 400, "eval_interval": 400,
+                           "run_dir": str(tmp_path / replay)})
+    assert np.isfinite(run.progress[-1]["critic_loss"])
+
+
+@pytest.mark.parametrize("agent", ["td3", "ddpg"])
+def test_pearl_conditions_every_agent(tmp_path, agent):
+    run = replaylab.train({**META, "agent": agent, "total_steps": 400, "eval_interval": 400,
+                           "run_dir": str(tmp_path / agent)})
+    assert np.isfinite(run.progress[-1]["kl"]) and np.isfinite(run.progress[-1]["critic_loss"])
+
+
+@pytest.mark.parametrize(
+    "arg, expected",
+    [
+        ("meta_batch=8", "meta_batch=8: only for task distributions (env=meta:NAME); env=Pendulum-v1 is a single"),
+        ("change_steps=100", "change_steps=100: only for task distributions"),
+        ("inference=pearl", "inference=pearl: needs a task distribution (env=meta:NAME)"),
+        ("env=meta:nope", "env=meta:nope: not a meta-environment; expected meta: followed by one of"),
+        ("env=meta:point-robot replay=lcer_rm", "replay=lcer_rm: not available on task distributions yet"),
+        ("env=meta:point-robot inference=pearl inference.latent_dim=0", "inference.latent_dim=0: expected an integer >= 1"),
+        ("env=meta:point-robot inference.kl=1", "unknown key 'inference.kl': inference=none takes no parameters"),
+        ("env=meta:point-robot change_prob=2", "change_prob=2: expected a number in [0.0, 1.0] or null"),
+        ("env=meta:cheetah-dir train_tasks=5", "train_tasks=5, test_tasks=2: env=meta:cheetah-dir has exactly two"),
+        ("env=meta:point-robot prior_episodes=0 extra_episodes=0",
+         "prior_episodes + posterior_episodes + extra_episodes: expected at least 1"),
+    ],
+)
+def test_bad_meta_settings_give_one_line(tmp_path, arg, expected):
+    r = cli("train", *arg.split(), f"run_dir={tmp_path / 'run'}", "total_steps=10")
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("replaylab: error: "), r.stderr
+    assert expected in lines[0], lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_envs_command_lists_every_family():
+    r = cli("envs")
+    assert r.returncode == 0, r.stderr
+    for name in ("toy1d", "toy2d", "point-robot", "sparse-point-robot", "cheetah-vel", "cheetah-dir", "cheetah-goal",
+                 "ant-vel", "ant-dir", "ant-goal", "cheetah-vel-sparse", "cheetah-goal-sparse", "ant-vel-sparse",
+                 "ant-goal-sparse"):
+        assert f"meta:{name}" in r.stdout
+    assert "velocity" in r.stdout and "80/20" in r.stdout
