@@ -2,7 +2,7 @@
 
 Measures, each as the median of several timed repetitions:
 
-1. PEARL meta-updates per second (SAC + encoder, one compiled call of ``rr`` updates),
+1. PEARL meta-updates per second (SAC + encoder, one compiled call of 1 or 16 updates),
    with a filled multi-task replay on the device (100 train tasks), at the original's
    sizes (meta_batch 16, batch 256 per task, context 100, 3x300 networks, encoder 3x200,
    latent 5) and at a small size (meta_batch 4, batch 64, context 32, 2x64, encoder 1x64),
@@ -66,14 +66,16 @@ def filled_trainer(size: str, rr: int, d: str) -> tuple[Trainer, object]:
 
 
 def meta_updates(size: str, rr: int, seconds: float, reps: int) -> tuple[list[float], float]:
-    """Meta-updates/s and the FLOPs of one meta-update."""
+    """Meta-updates/s and the FLOPs of the compiled call. XLA's cost analysis counts a
+    loop's body once, so at any ``rr`` this is about one meta-update's FLOPs (plus the
+    action); the shares below use the RR 1 figure for every ``rr``, as ``throughput.py``."""
     with tempfile.TemporaryDirectory() as d:
         trainer, state = filled_trainer(size, rr, d)
         obs = np.zeros((1, trainer.envs[0].obs_dim), np.float32)
         starts = EpisodeStarts.none(1)
         update = trainer.learner.update
         cost = update.lower(state, obs, np.int32(0), starts).compile().cost_analysis()
-        flops = float((cost[0] if isinstance(cost, list) else cost)["flops"]) / rr
+        flops = float((cost[0] if isinstance(cost, list) else cost)["flops"])
         box = {"state": state, "step": 0}
 
         def call():
@@ -125,8 +127,10 @@ def main() -> None:
     rows = []
     gflops = matmul_rate(a.seconds, a.reps)
     for size in SIZES:
-        for rr in (1, 8):
-            r, flops = meta_updates(size, rr, a.seconds, a.reps)
+        flops = None
+        for rr in (1, 16):
+            r, call_flops = meta_updates(size, rr, a.seconds, a.reps)
+            flops = flops or call_flops  # one meta-update's FLOPs, from the RR 1 call
             results[f"meta_updates_per_s/{size}_rr{rr}"] = r
             results[f"meta_update_mflop/{size}"] = flops / 1e6
             rows.append((f"PEARL {size} size, {rr} per call (meta-updates/s)", statistics.median(r), flops))

@@ -214,6 +214,27 @@ def test_meta_run_resumes_bit_identically_after_sigkill(tmp_path):
     assert "last episode" in e.stdout and "test task" in e.stdout
 
 
+# PEARL on point-robot, small: the best a policy that ignores the task can do is about -15.9
+# per episode (walk to the centre; the oracle that knows the goal gets -5.2). Multi-task SAC
+# (inference=none) with this budget ends at -17.3 and -16.9, first episode = last.
+PEARL_BUDGET = {"env": "meta:point-robot", "inference": "pearl", "seeds": 2, "total_steps": 12000,
+                "warmup_steps": 2000, "eval_interval": 4000, "checkpoint_interval": 0, "buffer_size": 20000,
+                "batch_size": 64, "meta_batch": 8, "prior_episodes": 2, "extra_episodes": 2, "adapt_episodes": 3,
+                "eval_train_tasks": 0, "progress_bar": False, "tensorboard": False, "agent.hidden_sizes": [64, 64],
+                "agent.actor_lr": 1e-3, "agent.critic_lr": 1e-3, "agent.temperature_lr": 1e-3,
+                "agent.reward_scale": 10, "inference.encoder_sizes": [64, 64], "inference.context_size": 32,
+                "inference.encoder_lr": 1e-3}
+
+
+def test_pearl_adapts_to_unseen_point_robot_goals_within_the_budget(tmp_path):
+    run = replaylab.train({**PEARL_BUDGET, "run_dir": str(tmp_path / "pearl")})
+    final = [r for r in run.progress if r["env_step"] == 12000]
+    last = np.mean([r["test_return_last"] for r in final])
+    first = np.mean([r["test_return_first"] for r in final])
+    assert last >= -14.5, final  # beats every task-agnostic policy on the test tasks
+    assert last - first >= 2.5, final  # by adapting: the posterior episode beats the exploration episode
+
+
 @pytest.mark.parametrize("replay", ["per", "ct", "mixup", "nmer", "noise", "s4rl"])
 def test_replay_methods_run_within_tasks(tmp_path, replay):
     cfg = {k: v for k, v in META.items() if not k.startswith("inference")}
@@ -262,3 +283,29 @@ def test_envs_command_lists_every_family():
                  "ant-goal-sparse"):
         assert f"meta:{name}" in r.stdout
     assert "velocity" in r.stdout and "80/20" in r.stdout
+
+
+def test_compare_reports_meta_runs_and_grid_files_name_their_methods(tmp_path):
+    base = {k: v for k, v in META.items() if not k.startswith("inference")}
+    for inference in ("pearl", "none"):
+        extra = {"inference.encoder_sizes": [16], "inference.latent_dim": 2} if inference == "pearl" else {}
+        replaylab.train({**base, **extra, "inference": inference, "total_steps": 400, "eval_interval": 200,
+                         "run_dir": str(tmp_path / "runs" / inference)})
+    r = cli("compare", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "report"), "--reps", "200")
+    assert r.returncode == 0, r.stderr
+    import json
+
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert set(summary["methods"]) == {"pearl-uniform", "none-uniform"}
+    assert {row["env"] for row in summary["rows"]} == {"meta:point-robot"}
+
+    from replaylab import compare
+
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text("methods:\n  pearl: {inference: pearl, inference.kl_lambda: 1.0}\n  plain: {inference: none}\n"
+                         "envs: [meta:point-robot]\nseeds: 2\n")
+    grid = compare.resolve_grid(compare.load_grid_file(grid_file), {}, {"total_steps": 100})
+    cells = compare.cell_configs(grid)
+    assert [(m, c.inference, dict(c.inference_cfg)) for _, m, c in cells] == \
+        [("pearl", "pearl", {"kl_lambda": 1.0}), ("plain", "none", {})]
+    assert cells[0][2].run_dir.endswith("meta_point-robot-pearl")

@@ -164,6 +164,8 @@ class Learner:
 
     def _begin(self, s: SeedState, starts: EpisodeStarts) -> SeedState:
         """At an episode start, the belief's z for it (a new task clears the belief first)."""
+        if not jax.tree.leaves(s.belief):  # no inference: nothing to begin, no key consumed
+            return s
         key, k = jax.random.split(s.key)
         begun = self.inference.begin_episode(s.inference, s.belief, starts.new_task, starts.prior, k)
         belief = jax.tree.map(lambda b, o: jnp.where(starts.now, b, o), begun, s.belief)
@@ -199,7 +201,8 @@ class Learner:
 
         def one_update(carry, i):
             agent_state, inference_state, sampler_state, key, bad = carry
-            key, k_sample, k_infer, k_update = jax.random.split(key, 4)
+            key, k_sample, k_update = jax.random.split(key, 3)
+            k_infer = jax.random.fold_in(k_sample, 1)  # unused (and compiled away) without inference
             batch, sampler_state = self.tasks.sample(tasks, storage, k_sample, self.sampler, sampler_state)
             data, aux = self.inference.condition(inference_state, batch, k_infer)
             if self.reward_scale != 1.0:

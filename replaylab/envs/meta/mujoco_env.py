@@ -10,6 +10,7 @@ generator, so with no task switches an episode starts exactly where Gymnasium's
 from __future__ import annotations
 
 import importlib.util
+from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,6 +19,16 @@ import numpy as np
 from replaylab.envs.meta.base import MetaEnv
 
 ASSETS = Path(importlib.util.find_spec("gymnasium").origin).parent / "envs" / "mujoco" / "assets"
+
+
+@lru_cache(maxsize=None)
+def compiled_model(xml: str):
+    """One compiled model per XML and process, shared by every environment (stepping reads
+    a model and writes only its own MjData): a run with dozens of evaluation environments
+    compiles it, and MuJoCo warns about the XML's deprecated attributes, once."""
+    import mujoco
+
+    return mujoco.MjModel.from_xml_path(str(ASSETS / xml))
 
 
 class MujocoMetaEnv(MetaEnv):
@@ -31,7 +42,7 @@ class MujocoMetaEnv(MetaEnv):
         import mujoco
 
         self._mj = mujoco
-        self.model = mujoco.MjModel.from_xml_path(str(ASSETS / self.xml))
+        self.model = compiled_model(self.xml)
         self.data = mujoco.MjData(self.model)
         self.dt = float(self.model.opt.timestep) * self.frame_skip
         low, high = self.model.actuator_ctrlrange.T
