@@ -95,6 +95,13 @@ class Agent:
         value, grads = jax.value_and_grad(loss, has_aux=True)(params, obs)
         return value, (grads, None)
 
+    def every_policy_delay(self, step, update, skip):
+        """``update(None)`` on every ``policy_delay``-th step, else ``skip(None)``; with a
+        delay of 1 the update is inlined (no conditional, so XLA can fuse across it)."""
+        if self.policy_delay == 1:
+            return update(None)
+        return jax.lax.cond(jnp.asarray(step) % self.policy_delay == 0, update, skip, None)
+
     @property
     def num_layers(self) -> int:
         """Dense layers per network (hidden + output), the unit of a partial reset."""

@@ -127,7 +127,7 @@ class SAC(Agent):
             return state.actor, state.log_alpha, (zero, zero, zero)
 
         updated = jnp.asarray(step) % self.policy_delay == 0
-        actor, log_alpha, (a_loss, entropy, t_loss) = jax.lax.cond(updated, actor_step, skip, None)
+        actor, log_alpha, (a_loss, entropy, t_loss) = self.every_policy_delay(step, actor_step, skip)
         new_state = SACState(actor=actor, critic=critic, target_critic=target_critic, log_alpha=log_alpha)
         metrics = {
             "critic_loss": c_loss,

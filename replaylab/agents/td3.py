@@ -111,7 +111,7 @@ class TD3(Agent):
             return state.actor, state.target_actor, state.target_critic, jnp.zeros((), jnp.float32)
 
         updated = jnp.asarray(step) % self.policy_delay == 0
-        actor, target_actor, target_critic, a_loss = jax.lax.cond(updated, actor_step, skip, None)
+        actor, target_actor, target_critic, a_loss = self.every_policy_delay(step, actor_step, skip)
         new_state = TD3State(actor=actor, critic=critic, target_actor=target_actor, target_critic=target_critic)
         metrics = {"critic_loss": c_loss, "q": batch_mean(q.mean(0)), "actor_loss": a_loss,
                    "actor_updated": updated.astype(jnp.float32)}
