@@ -285,6 +285,7 @@ class Trainer:
         means = summary["return_mean"]
         scalars = {"eval/return": float(means.mean()), "perf/sps": sps}
         scalars.update({f"eval/return_seed{s}": float(r) for s, r in zip(self.seeds, means)})
+        scalars.update({f"eval/{k}": float(np.mean(summary[k])) for k in self.protocol.columns})
         scalars.update({f"train/{k}": float(v.mean()) for k, v in m.items()})
         logs.scalars(h.env_step, scalars)
         return means
