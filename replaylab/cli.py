@@ -85,7 +85,8 @@ def _print_eval(run_dir: str, returns, video: str | None) -> None:
         print("per test task (mean over seeds): task, parameters, first and last episode return")
         for j in range(test.shape[1]):
             p = ", ".join(f"{x:.3g}" for x in params[cfg.train_tasks + j])
-            print(f"  test task {cfg.train_tasks + j:>4}  [{p}]  {test[:, j, 0].mean():9.1f} {test[:, j, -1].mean():9.1f}")
+            print(f"  test task {cfg.train_tasks + j:>4}  {'[' + p + ']':<20} {test[:, j, 0].mean():9.1f} "
+                  f"{test[:, j, -1].mean():9.1f}")
     if video:
         print(f"video: {Path(video)}")
 
