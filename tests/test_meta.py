@@ -21,7 +21,9 @@ from replaylab.replay.methods import make_sampler
 from replaylab.replay.sampler import ReplaySpec
 from replaylab.replay.tasks import MultiTask, TaskPool, recent_context, window_context
 from replaylab.training.schedule import TaskSchedule
+from replaylab.errors import RunError
 from tests.conftest import checkpoint_arrays, cli, overrides, progress_without_wall_clock
+from tests.test_cli_and_logs import _tensorboard_tags
 
 META = {"env": "meta:point-robot", "inference": "pearl", "total_steps": 800, "warmup_steps": 200,
         "eval_interval": 400, "checkpoint_interval": 0, "buffer_size": 2000, "batch_size": 16, "meta_batch": 4,
@@ -155,7 +157,9 @@ def test_the_schedule_visits_every_task_once_per_cycle_and_marks_visit_starts():
 # -- meta runs through the one loop -------------------------------------------------------------
 
 def test_meta_run_writes_the_adaptation_columns_per_task_returns_and_encodings(small, tmp_path):
-    run = replaylab.train({**META, "run_dir": str(tmp_path / "run")})
+    run = replaylab.train({**META, "tensorboard": True, "run_dir": str(tmp_path / "run")})
+    assert _tensorboard_tags(tmp_path / "run") >= {"eval/return", "eval/test_return_first", "eval/test_return_last",
+                                                   "train/kl", "train/critic_loss"}
     rows = run.progress
     assert [r["env_step"] for r in rows] == [400, 800]
     for col in ("test_return_first", "test_return_last", "train_return_first", "train_return_last", "kl",
@@ -241,6 +245,14 @@ def test_replay_methods_run_within_tasks(tmp_path, replay):
     run = replaylab.train({**cfg, "replay": replay, "total_steps": 400, "eval_interval": 400,
                            "run_dir": str(tmp_path / replay)})
     assert np.isfinite(run.progress[-1]["critic_loss"])
+
+
+def test_a_diverging_encoder_stops_a_meta_run_at_its_first_non_finite_loss(tmp_path):
+    cfg = {**META, "total_steps": 600, "checkpoint_interval": 100, "eval_interval": 100, "inference.encoder_lr": 1e12}
+    with pytest.raises(RunError, match="non-finite (loss at gradient update|agent parameters|inference parameters)"):
+        replaylab.train({**cfg, "run_dir": str(tmp_path / "run")})
+    arrays = checkpoint_arrays(tmp_path / "run")  # the checkpoints from the warm-up survive, finite
+    assert all(np.all(np.isfinite(v)) for k, v in arrays.items() if k.startswith("state") and v.dtype.kind == "f")
 
 
 @pytest.mark.parametrize("agent", ["td3", "ddpg"])

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from replaylab.agents import make_agent
@@ -253,10 +254,24 @@ class Trainer:
         bad = np.asarray(state.first_bad_update)
         if (bad >= 0).any():
             i = int(np.argmax(bad >= 0))
-            where = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint \
-                else "no checkpoint was written yet"
             raise RunError(f"non-finite loss at gradient update {int(bad[i])} (seed {self.seeds[i]}, env step "
-                           f"{h.env_step}); the run stopped and {where}. Try lower learning rates.")
+                           f"{h.env_step}); the run stopped and {self._last_good()}. Try lower learning rates.")
+
+    def _last_good(self) -> str:
+        return f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint \
+            else "no checkpoint was written yet"
+
+    def _check_finite_parameters(self, state, h: HostState) -> None:
+        """Before a checkpoint: an update whose losses were finite can still have left
+        non-finite parameters (the next update's losses would show it); never save them."""
+        for name in ("agent", "inference", "belief"):
+            for leaf in jax.tree.leaves(getattr(state, name)):
+                x = np.asarray(leaf)
+                if x.dtype.kind == "f" and not np.isfinite(x).all():
+                    i = int(np.argmax(~np.isfinite(x).reshape(len(self.seeds), -1).all(1)))
+                    raise RunError(f"non-finite {name} parameters at env step {h.env_step} (seed {self.seeds[i]}, "
+                                   f"after update {h.updates}); the run stopped and {self._last_good()}. "
+                                   "Try lower learning rates.")
 
     def run_protocol(self, state, round_: int, on_frame=None):
         """Evaluate ``state`` with this run's protocol: (returns (S, N, episodes), beliefs)."""
@@ -291,6 +306,7 @@ class Trainer:
         return means
 
     def _save(self, state, h: HostState) -> None:
+        self._check_finite_parameters(state, h)
         arrays, counters = h.to_checkpoint()
         meta = {**counters, "seeds": self.seeds}
         self.last_checkpoint = checkpoint.save(self.ckpt_root, h.env_step, state, arrays, meta)
