@@ -253,9 +253,9 @@ def from_flat(flat: Mapping[str, Any]) -> Config:
         agent["hidden_sizes"] = (300, 300, 300) if is_meta(top.get("env", "")) else (256, 256)
     replay = _method_params("replay", top.get("replay", "uniform"), sampler_params, replay)
     inference = _method_params("inference", top.get("inference", "none"), inference_params, inference)
-    cfg = Config(**top, agent_cfg=AgentConfig(**agent), replay_cfg=replay, inference_cfg=inference)
+    cfg = _with_defaults(Config(**top, agent_cfg=AgentConfig(**agent), replay_cfg=replay, inference_cfg=inference))
     _check_consistency(cfg)
-    return _with_defaults(cfg)
+    return cfg
 
 
 def _method_params(kind: str, method: str, params_of, given: dict) -> dict:
@@ -275,7 +275,9 @@ def _with_defaults(cfg: Config) -> Config:
         return cfg
     from replaylab.envs.meta import FAMILIES
 
-    family = FAMILIES[cfg.env.split(":", 1)[1]]
+    family = FAMILIES.get(cfg.env.split(":", 1)[1])
+    if family is None:  # _check_consistency names the env
+        return cfg
     family_defaults = dict(train_tasks=family.num_train, test_tasks=family.num_test,
                            episode_length=family.episode_length)
     fills = {k: v for k, v in {**META_DEFAULTS, **family_defaults}.items() if getattr(cfg, k) is None}
@@ -301,11 +303,10 @@ def _check_consistency(cfg: Config) -> None:
         ready = ", ".join(m for m, c in SAMPLERS.items() if c.multi_task_ready)
         raise ConfigError(f"replay={cfg.replay}: not available on task distributions yet (its index mixes "
                           f"tasks); use one of {ready}")
-    episodes = [getattr(cfg, k) if getattr(cfg, k) is not None else META_DEFAULTS[k]
-                for k in ("prior_episodes", "posterior_episodes", "extra_episodes")]
-    if sum(episodes) < 1:
+    episodes = cfg.prior_episodes + cfg.posterior_episodes + cfg.extra_episodes
+    if episodes < 1:
         raise ConfigError("prior_episodes + posterior_episodes + extra_episodes: expected at least 1 episode "
-                          f"per task visit, got {sum(episodes)}")
+                          f"per task visit, got {episodes}")
     cfg.make_env().close()  # the family checks its counts and switch settings
 
 

@@ -34,8 +34,6 @@ class InferenceSpec:
 
     obs_dim: int
     act_dim: int
-    meta_batch: int
-    batch_size: int
 
 
 @dataclass(frozen=True)

@@ -76,8 +76,6 @@ class TaskIndexState:
     length: jax.Array  # (T, M) rows in the segment
     ctx: jax.Array  # (T, M) leading rows of the segment that may serve as context
     opened: jax.Array  # (T,) segments ever opened per task; the newest is in slot opened - 1 mod M
-    last_task: jax.Array  # () task of the previous row (-1: none)
-    last_block: jax.Array  # () block (visit) of the previous row
     adds: jax.Array  # () rows written so far
 
 
@@ -156,23 +154,23 @@ class MultiTask:
     def init(self, capacity: int) -> TaskIndexState:
         T, M, i32 = self.num_tasks, self.segments, jnp.int32
         return TaskIndexState(start=jnp.zeros((T, M), i32), length=jnp.zeros((T, M), i32),
-                              ctx=jnp.zeros((T, M), i32), opened=jnp.zeros((T,), i32),
-                              last_task=jnp.asarray(-1, i32), last_block=jnp.asarray(-1, i32),
-                              adds=jnp.zeros((), i32))
+                              ctx=jnp.zeros((T, M), i32), opened=jnp.zeros((T,), i32), adds=jnp.zeros((), i32))
 
     def on_add(self, s: TaskIndexState, storage: Storage, row: jax.Array) -> TaskIndexState:
-        task = storage.data.extra["task"][row]
-        episode = storage.data.episode[row]
-        block = episode // self.episodes_per_task
-        is_ctx = (episode % self.episodes_per_task < self.context_episodes).astype(jnp.int32)
-        new = (task != s.last_task) | (block != s.last_block)
+        """Extend the task's newest segment, or open one where the task or the visit
+        changed since the previous row (the row written just before, one back in the ring)."""
+        d, E = storage.data, self.episodes_per_task
+        task, episode = d.extra["task"][row], d.episode[row]
+        prev = (row - 1) % storage.capacity
+        is_ctx = (episode % E < self.context_episodes).astype(jnp.int32)
+        new = (s.adds == 0) | (task != d.extra["task"][prev]) | (episode // E != d.episode[prev] // E)
         slot = jnp.where(new, s.opened[task], s.opened[task] - 1) % self.segments
         start = jnp.where(new, s.adds, s.start[task, slot])
         length = jnp.where(new, 0, s.length[task, slot]) + 1
         ctx = jnp.where(new, 0, s.ctx[task, slot]) + is_ctx
         return TaskIndexState(start=s.start.at[task, slot].set(start), length=s.length.at[task, slot].set(length),
                               ctx=s.ctx.at[task, slot].set(ctx), opened=s.opened.at[task].add(new.astype(jnp.int32)),
-                              last_task=task, last_block=block, adds=s.adds + 1)
+                              adds=s.adds + 1)
 
     def task_rows(self, s: TaskIndexState, capacity: int) -> jax.Array:
         """(T,) rows currently stored per train task."""

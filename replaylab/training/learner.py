@@ -100,8 +100,7 @@ class Learner:
         self.agent = agent
         self.sampler = sampler
         self.tasks = tasks if tasks is not None else SingleTask(batch_size)
-        self.inference = inference if inference is not None else Inference(
-            InferenceSpec(agent.obs_dim, agent.act_dim, 1, batch_size or 0))
+        self.inference = inference if inference is not None else Inference(InferenceSpec(agent.obs_dim, agent.act_dim))
         self.capacity = capacity
         self.columns = columns or {}
         self.replay_ratio = replay_ratio

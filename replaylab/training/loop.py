@@ -114,15 +114,14 @@ class Trainer:
         self.protocol = AdaptationEval(task_set, cfg.eval_train_tasks, cfg.adapt_episodes, cfg.prior_episodes) \
             if multi else SingleTaskEval(cfg.eval_episodes)
         self.eval_envs = [[cfg.make_env() for _ in self.protocol.tasks] for _ in self.seeds]
-        meta_batch = cfg.meta_batch if multi else 1
         self.inference = make_inference(cfg.inference, dict(cfg.inference_cfg),
-                                        InferenceSpec(env.obs_dim, env.act_dim, meta_batch, cfg.batch_size))
+                                        InferenceSpec(env.obs_dim, env.act_dim))
         self.agent = make_agent(cfg.agent, env.obs_dim + self.inference.latent_dim, env.act_dim, cfg.agent_cfg,
                                 cfg.policy_delay, obs_grad=self.inference.needs_obs_grad)
         spec = ReplaySpec(obs_dim=env.obs_dim, act_dim=env.act_dim, capacity=cfg.buffer_size, env_id=cfg.env,
                           multi_task=multi)
         self.sampler = make_sampler(cfg.replay, dict(cfg.replay_cfg), spec)
-        tasks = MultiTask(task_set.num_train, meta_batch, cfg.batch_size, self.schedule.episodes_per_visit,
+        tasks = MultiTask(task_set.num_train, cfg.meta_batch, cfg.batch_size, self.schedule.episodes_per_visit,
                           self.schedule.context_episodes, segments_per_task(cfg, task_set, self.schedule),
                           self.inference.context, self.inference.context_size) if multi \
             else SingleTask(cfg.batch_size)
