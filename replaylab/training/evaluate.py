@@ -17,6 +17,7 @@ reproducible and independent of training.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Sequence
 
 import jax
@@ -93,6 +94,12 @@ class SingleTaskEval:
         self.tasks = np.zeros(episodes, np.int64)
         self.episodes, self.prior_episodes, self.pools = 1, 0, None
 
+    def open_log(self, run_dir, seeds: list[int], keep_rounds: int | None) -> None:
+        """Nothing beyond progress.csv."""
+
+    def log(self, env_step: int, returns: np.ndarray, beliefs) -> None:
+        """Nothing beyond progress.csv."""
+
     def summary(self, returns: np.ndarray) -> dict[str, np.ndarray]:
         r = returns[..., 0]
         return {"return_mean": r.mean(1), "return_std": r.std(1)}
@@ -105,7 +112,9 @@ class AdaptationEval:
 
     columns = ("test_return_first", "test_return_last", "train_return_first", "train_return_last")
 
-    def __init__(self, task_set, train_sample: int, episodes: int, prior_episodes: int):
+    def __init__(self, task_set, train_sample: int, episodes: int, prior_episodes: int, belief_stats=None):
+        """``belief_stats(belief) -> {"mean", "var"}`` of z, for the encodings plots."""
+        self.task_set, self.belief_stats = task_set, belief_stats
         test_ids = np.arange(task_set.num_train, task_set.num_train + task_set.num_test)
         train_ids = np.arange(task_set.num_train)
         sample = np.unique(np.linspace(0, task_set.num_train - 1, train_sample).astype(np.int64)) \
@@ -123,3 +132,24 @@ class AdaptationEval:
         out["train_return_first"] = train[..., 0].mean(1) if train.shape[1] else nan
         out["train_return_last"] = train[..., -1].mean(1) if train.shape[1] else nan
         return out
+
+    def open_log(self, run_dir, seeds: list[int], keep_rounds: int | None) -> None:
+        """``tasks.csv`` (cut back to ``keep_rounds`` evaluations on resume) and ``encodings/``."""
+        from replaylab.training.logs import TaskCSV
+
+        self.run_dir, self.seeds = Path(run_dir), seeds
+        self.csv = TaskCSV(self.run_dir / "tasks.csv", self.task_set, self, len(seeds), keep_rounds)
+
+    def log(self, env_step: int, returns: np.ndarray, beliefs) -> None:
+        """Per-task returns to tasks.csv; z (posterior mean +- std after the last episode)
+        against the task parameter for the test tasks, first seed, to encodings/."""
+        self.csv.write(env_step, self.seeds, returns)
+        if self.belief_stats is None or not jax.tree.leaves(beliefs):
+            return
+        from replaylab.training.figures import encodings_figure
+
+        stats = jax.vmap(jax.vmap(self.belief_stats))(beliefs)
+        n = self.num_test
+        mean, var = np.asarray(stats["mean"])[0, :n], np.asarray(stats["var"])[0, :n]
+        encodings_figure(self.run_dir / "encodings" / f"step_{env_step:010d}.png", self.task_set.names,
+                         self.task_set.params[self.tasks[:n]], mean, np.sqrt(var), f"seed {self.seeds[0]}")

@@ -42,7 +42,7 @@ from replaylab.replay.tasks import MultiTask, SingleTask
 from replaylab.training import checkpoint
 from replaylab.training.evaluate import TRAIN_STREAM, AdaptationEval, SingleTaskEval, episode_seed, evaluate
 from replaylab.training.learner import EpisodeStarts, Learner
-from replaylab.training.logs import Console, Loggers, ProgressCSV, TaskCSV, read_progress
+from replaylab.training.logs import Console, Loggers, ProgressCSV, read_progress
 from replaylab.training.schedule import TaskSchedule
 
 BASE_COLUMNS = ["env_step", "updates", "seed", "return_mean", "return_std", "train_return", "episodes",
@@ -111,11 +111,11 @@ class Trainer:
         self.schedule = TaskSchedule(task_set.num_train, cfg.prior_episodes, cfg.posterior_episodes,
                                      cfg.extra_episodes) if multi else TaskSchedule()
         self.train_pool = np.arange(task_set.num_train) if multi else None
-        self.protocol = AdaptationEval(task_set, cfg.eval_train_tasks, cfg.adapt_episodes, cfg.prior_episodes) \
-            if multi else SingleTaskEval(cfg.eval_episodes)
-        self.eval_envs = [[cfg.make_env() for _ in self.protocol.tasks] for _ in self.seeds]
         self.inference = make_inference(cfg.inference, dict(cfg.inference_cfg),
                                         InferenceSpec(env.obs_dim, env.act_dim))
+        self.protocol = AdaptationEval(task_set, cfg.eval_train_tasks, cfg.adapt_episodes, cfg.prior_episodes,
+                                       self.inference.belief_stats) if multi else SingleTaskEval(cfg.eval_episodes)
+        self.eval_envs = [[cfg.make_env() for _ in self.protocol.tasks] for _ in self.seeds]
         self.agent = make_agent(cfg.agent, env.obs_dim + self.inference.latent_dim, env.act_dim, cfg.agent_cfg,
                                 cfg.policy_delay, obs_grad=self.inference.needs_obs_grad)
         spec = ReplaySpec(obs_dim=env.obs_dim, act_dim=env.act_dim, capacity=cfg.buffer_size, env_id=cfg.env,
@@ -174,8 +174,7 @@ class Trainer:
         cfg = self.cfg
         state, h = self._restore() if resume else self._fresh()
         csv = ProgressCSV(self.run_dir / "progress.csv", self.columns, keep_rows=h.csv_rows if resume else None)
-        task_csv = TaskCSV(self.run_dir / "tasks.csv", self.envs[0].tasks, self.protocol, len(self.seeds),
-                           h.eval_round if resume else None) if isinstance(self.protocol, AdaptationEval) else None
+        self.protocol.open_log(self.run_dir, self.seeds, h.eval_round if resume else None)
         logs = Loggers(self.run_dir, cfg.to_flat(), cfg.tensorboard, cfg.wandb, cfg.wandb_mode, cfg.wandb_project,
                        purge_step=h.env_step if resume else None)
         console = Console(cfg.total_steps, h.env_step, cfg.progress_bar)
@@ -204,7 +203,7 @@ class Trainer:
                     now = time.perf_counter()
                     sps = (h.env_step - step_mark) / max(now - t_mark, 1e-9)
                     h.wall_time = now - t_start
-                    last_eval = self._evaluate(state, h, metrics, sps, csv, task_csv, logs)
+                    last_eval = self._evaluate(state, h, metrics, sps, csv, logs)
                     console.update(0, sps=f"{sps:.0f}", ret=f"{np.mean(last_eval):.1f}")
                     t_mark, step_mark = time.perf_counter(), h.env_step
                 if (cfg.checkpoint_interval and h.env_step % cfg.checkpoint_interval == 0) \
@@ -278,13 +277,10 @@ class Trainer:
         return evaluate(self.learner, state, self.eval_envs, self.seeds, round_, p.tasks, p.episodes,
                         p.prior_episodes, p.pools, on_frame=on_frame)
 
-    def _evaluate(self, state, h: HostState, metrics, sps: float, csv: ProgressCSV, task_csv, logs: Loggers):
+    def _evaluate(self, state, h: HostState, metrics, sps: float, csv: ProgressCSV, logs: Loggers):
         returns, beliefs = self.run_protocol(state, h.eval_round)
         summary = self.protocol.summary(returns)
-        if task_csv is not None:
-            task_csv.write(h.env_step, self.seeds, returns)
-            plot_encodings(self.run_dir / "encodings" / f"step_{h.env_step:010d}.png", self.envs[0].tasks,
-                           self.protocol, self.inference.belief_stats, beliefs, self.seeds)
+        self.protocol.log(h.env_step, returns, beliefs)
         h.eval_round += 1
         m = {k: np.asarray(v) for k, v in metrics.items()} if metrics is not None else {}
         rows = []
@@ -311,7 +307,6 @@ class Trainer:
         self.last_checkpoint = checkpoint.save(self.ckpt_root, h.env_step, state, arrays, meta)
 
 
-
 def segments_per_task(cfg: Config, task_set, schedule: TaskSchedule) -> int:
     """Segments the task index remembers per task: 4x the visits an average task has in a
     full buffer (at least 16), so a task drawn unusually often keeps its older visits too."""
@@ -319,18 +314,3 @@ def segments_per_task(cfg: Config, task_set, schedule: TaskSchedule) -> int:
     visits = cfg.buffer_size / max(visit_rows, 1) / task_set.num_train
     return int(min(max(16, 4 * np.ceil(visits)), 4096))
 
-
-def plot_encodings(path: Path, task_set, protocol, belief_stats, beliefs, seeds) -> None:
-    """z (posterior mean +- std after the last adaptation episode) against the task
-    parameter, for the test tasks, one panel per latent dimension, first seed."""
-    import jax
-
-    stats = jax.vmap(jax.vmap(belief_stats))(beliefs) if jax.tree.leaves(beliefs) else {}
-    if not stats:
-        return
-    from replaylab.training.figures import encodings_figure
-
-    n = protocol.num_test
-    params = task_set.params[protocol.tasks[:n]]
-    mean, var = np.asarray(stats["mean"])[0, :n], np.asarray(stats["var"])[0, :n]
-    encodings_figure(path, task_set.names, params, mean, np.sqrt(var), f"seed {seeds[0]}")
