@@ -130,6 +130,23 @@ def test_per_within_a_task_follows_that_tasks_priorities_across_a_ring_wrap():
     np.testing.assert_allclose(w.reshape(-1), (ref / ref.max()).reshape(-1), rtol=1e-4)
 
 
+@pytest.mark.parametrize("method", ["mixup", "ct", "nmer"])
+def test_pairwise_methods_mix_only_rows_of_the_same_task(method):
+    # rewards are the task ids: a mix of two rows of one task keeps it exactly, one across
+    # tasks would not; obs is the row's write count, so a mixed row has a fractional obs
+    tasks = [0, 1, 2, 0, 1, 2, 0, 0, 1, 2]
+    index, state, s = _multi_task_storage(tasks, 20, 200)
+    sampler = make_sampler(method, {}, ReplaySpec(1, 1, 200, multi_task=True))
+    sstate = sampler.init(s)
+    sstate = jax.jit(sampler.refresh)(sstate, s, jax.random.PRNGKey(2))
+    groups = jnp.asarray([0, 1, 2, 2])
+    batch = jax.jit(lambda ss, k: sampler.sample(ss, s, k, TaskPool(state, s, groups, 128)))(
+        sstate, jax.random.PRNGKey(3))[0]
+    reward, obs = np.asarray(batch.reward).reshape(4, -1), np.asarray(batch.obs)[:, 0]
+    np.testing.assert_allclose(reward, np.repeat(np.asarray(groups)[:, None], 128, 1), atol=1e-5)
+    assert np.mean(obs != np.round(obs)) > 0.5  # most rows really are mixes
+
+
 def test_recent_context_comes_from_the_tasks_newest_visit_and_windows_stop_at_episode_starts():
     tasks = [0, 1, 0, 1, 0]
     index, state, s = _multi_task_storage(tasks, 10, 100)
