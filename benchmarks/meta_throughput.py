@@ -17,9 +17,6 @@ Prints a table and writes benchmarks/results/meta_throughput.json.
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import statistics
 import tempfile
 import time
@@ -32,7 +29,7 @@ import numpy as np
 from replaylab.config import from_flat
 from replaylab.training.learner import EpisodeStarts
 from replaylab.training.loop import Trainer
-from throughput import _timed, matmul_rate
+from throughput import _timed, matmul_rate, parse_args, report
 
 SIZES = {
     "original": {"meta_batch": 16, "batch_size": 256, "inference.context_size": 100,
@@ -116,14 +113,7 @@ def end_to_end_sps(size: str, steps: int) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seconds", type=float, default=3.0, help="length of one timed repetition")
-    p.add_argument("--reps", type=int, default=5, help="timed repetitions per measurement")
-    p.add_argument("--e2e-steps", type=int, default=1000, help="timed environment steps end to end")
-    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "meta_throughput.json"))
-    a = p.parse_args()
-    results: dict = {"machine": platform.processor() or platform.machine(), "jax": jax.__version__,
-                     "seconds": a.seconds, "reps": a.reps}
+    a, results = parse_args(__doc__, "meta_throughput.json")
     rows = []
     gflops = matmul_rate(a.seconds, a.reps)
     for size in SIZES:
@@ -145,13 +135,7 @@ def main() -> None:
         sps = end_to_end_sps(size, a.e2e_steps)
         results[f"env_steps_per_s/cheetah-vel_{size}"] = sps
         table.append((f"meta:cheetah-vel end to end, PEARL {size} size (env steps/s)", sps, "2 updates per 5 steps"))
-    print(f"\n{'measurement':<58} {'median':>10}  note")
-    for name, value, note in table:
-        print(f"{name:<58} {value:10.1f}  {note}")
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
-    print(f"\nwrote {out}")
+    report(table, results, a.out)
 
 
 if __name__ == "__main__":

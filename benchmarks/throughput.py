@@ -182,16 +182,33 @@ def sb3_end_to_end(kind: str, rr: int, steps: int) -> float | None:
     return (steps - 50) / (time.perf_counter() - clock.t0)  # SB3's learn() ends with no evaluation
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(doc: str, out_name: str) -> tuple[argparse.Namespace, dict]:
+    """The options every throughput benchmark takes, and its results dict to fill."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--seconds", type=float, default=3.0, help="length of one timed repetition")
     p.add_argument("--reps", type=int, default=5, help="timed repetitions per measurement")
     p.add_argument("--e2e-steps", type=int, default=1000, help="timed environment steps end to end")
-    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "throughput.json"))
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / out_name))
     a = p.parse_args()
+    return a, {"machine": platform.processor() or platform.machine(), "jax": jax.__version__,
+               "seconds": a.seconds, "reps": a.reps}
 
-    results: dict = {"machine": platform.processor() or platform.machine(), "jax": jax.__version__,
-                     "seconds": a.seconds, "reps": a.reps}
+
+def report(rows: list[tuple], results: dict, out: str) -> None:
+    """Print (measurement, value, note) rows as a table and write the results as JSON."""
+    width = max(len(name) for name, _, _ in rows)
+    print(f"\n{'measurement':<{width}} {'median':>10}  note")
+    for name, value, note in rows:
+        shown = "not installed" if value is None else f"{value:10.1f}"
+        print(f"{name:<{width}} {shown:>10}  {note}")
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1))
+    print(f"\nwrote {path}")
+
+
+def main() -> None:
+    a, results = parse_args(__doc__, "throughput.json")
     med = lambda xs: None if xs is None else statistics.median(xs)
     rows = []
 
@@ -228,14 +245,7 @@ def main() -> None:
             results[f"env_steps_per_s/{kind}_rr{rr}"] = r
             rows.append((f"HalfCheetah-v5 end to end, {kind}, RR {rr} (env steps/s)", r, ""))
 
-    print(f"\n{'measurement':<62} {'median':>10}  note")
-    for name, value, note in rows:
-        shown = "not installed" if value is None else f"{value:10.1f}"
-        print(f"{name:<62} {shown:>10}  {note}")
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
-    print(f"\nwrote {out}")
+    report(rows, results, a.out)
 
 
 if __name__ == "__main__":
