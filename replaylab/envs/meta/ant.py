@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from replaylab.envs.meta.base import register, sparsify
-from replaylab.envs.meta.mujoco_env import MujocoMetaEnv
+from replaylab.envs.meta.base import register
+from replaylab.envs.meta.mujoco_env import MujocoMetaEnv, TargetVelocity
 
 X, Y, Z, VX, VY, ASQ, CONTACT = range(7)  # info layout
 
@@ -24,12 +24,12 @@ class Ant(MujocoMetaEnv):
 
     xml = "ant.xml"
     obs_dim, act_dim, info_dim = 29, 8, 7
+    vx = VX
     contact_forces = True
     ctrl_weight = 0.5
     contact_weight = 5e-4
     survive = 1.0
     healthy_z = (0.2, 1.0)
-    radius: float | None = None
 
     def _observe(self) -> np.ndarray:
         return np.concatenate((self.data.qpos, self.data.qvel), dtype=np.float32)
@@ -44,15 +44,8 @@ class Ant(MujocoMetaEnv):
         return self._observe(), info
 
     @classmethod
-    def task_reward(cls, xp, info, params):
-        raise NotImplementedError
-
-    @classmethod
     def reward_fn(cls, xp, obs, action, next_obs, info, params):
-        task = cls.task_reward(xp, info, params)
-        if cls.radius is not None:
-            task = sparsify(xp, task, cls.radius)
-        reward = task - cls.ctrl_weight * info[..., ASQ] - info[..., CONTACT] + cls.survive
+        reward = cls.task_term(xp, info, params) - cls.ctrl_weight * info[..., ASQ] - info[..., CONTACT] + cls.survive
         z = info[..., Z]
         healthy = (z >= cls.healthy_z[0]) & (z <= cls.healthy_z[1])  # False for NaN
         return reward, xp.broadcast_to(xp.logical_not(healthy), xp.shape(reward))
@@ -76,15 +69,8 @@ class DiscGoals:
 
 
 @register("ant-vel", num_train=100, num_test=30, episode_length=200, mujoco=True)
-class AntVel(Ant):
+class AntVel(TargetVelocity, Ant):
     """Ant-vel (dense form of DMRLAD ant-vel-sparse): v* ~ U(0, 3); r = -|v_x - v*| - 0.5 |a|^2 - contact + 1."""
-
-    param_names = ("velocity",)
-    param_low, param_high = 0.0, 3.0
-
-    @classmethod
-    def task_reward(cls, xp, info, params):
-        return -xp.abs(info[..., VX] - params[..., 0])
 
 
 @register("ant-dir", num_train=100, num_test=30, episode_length=200, mujoco=True)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from replaylab.envs.meta.base import TaskSet, no_termination, register, sparsify
-from replaylab.envs.meta.mujoco_env import MujocoMetaEnv
+from replaylab.envs.meta.base import TaskSet, no_termination, register
+from replaylab.envs.meta.mujoco_env import MujocoMetaEnv, TargetVelocity
 from replaylab.errors import ConfigError
 
 X, VX, ASQ = range(3)  # info layout
@@ -21,8 +21,8 @@ class Cheetah(MujocoMetaEnv):
 
     xml = "half_cheetah.xml"
     obs_dim, act_dim, info_dim = 20, 6, 3
+    vx = VX
     ctrl_weight = 0.05
-    radius: float | None = None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -39,28 +39,14 @@ class Cheetah(MujocoMetaEnv):
         return self._observe(), np.array((x, (x - x0) / self.dt, a @ a), np.float32)
 
     @classmethod
-    def task_reward(cls, xp, info, params):
-        raise NotImplementedError
-
-    @classmethod
     def reward_fn(cls, xp, obs, action, next_obs, info, params):
-        task = cls.task_reward(xp, info, params)
-        if cls.radius is not None:
-            task = sparsify(xp, task, cls.radius)
-        reward = task - cls.ctrl_weight * info[..., ASQ]
+        reward = cls.task_term(xp, info, params) - cls.ctrl_weight * info[..., ASQ]
         return reward, no_termination(xp, reward)
 
 
 @register("cheetah-vel", num_train=100, num_test=30, episode_length=200, mujoco=True)
-class CheetahVel(Cheetah):
+class CheetahVel(TargetVelocity, Cheetah):
     """PEARL cheetah-vel: target velocity v* ~ U(0, 3); r = -|v_x - v*| - 0.05 |a|^2."""
-
-    param_names = ("velocity",)
-    param_low, param_high = 0.0, 3.0
-
-    @classmethod
-    def task_reward(cls, xp, info, params):
-        return -xp.abs(info[..., VX] - params[..., 0])
 
 
 @register("cheetah-dir", num_train=2, num_test=2, episode_length=200, mujoco=True)

@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from replaylab.envs.meta.base import MetaEnv
+from replaylab.envs.meta.base import MetaEnv, sparsify
 
 ASSETS = Path(importlib.util.find_spec("gymnasium").origin).parent / "envs" / "mujoco" / "assets"
 
@@ -68,6 +68,18 @@ class MujocoMetaEnv(MetaEnv):
     def _observe(self) -> np.ndarray:
         raise NotImplementedError
 
+    radius: ClassVar[float | None] = None  # set: DMRLAD's sparse version of the task term
+
+    @classmethod
+    def task_reward(cls, xp, info, params):
+        """The task's term of the reward (the rest is the family's costs)."""
+        raise NotImplementedError
+
+    @classmethod
+    def task_term(cls, xp, info, params):
+        task = cls.task_reward(xp, info, params)
+        return task if cls.radius is None else sparsify(xp, task, cls.radius)
+
     def render(self) -> np.ndarray:
         """A 480x480 rgb frame from the model's tracking camera (needs an OpenGL backend, e.g. MUJOCO_GL=egl)."""
         if self._renderer is None:
@@ -79,3 +91,16 @@ class MujocoMetaEnv(MetaEnv):
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
+
+
+class TargetVelocity:
+    """Mixin: a target forward velocity v* ~ U(0, 3) (PEARL, DMRLAD); task term -|v_x - v*|,
+    v_x read from ``info[..., cls.vx]``."""
+
+    vx: ClassVar[int]
+    param_names = ("velocity",)
+    param_low, param_high = 0.0, 3.0
+
+    @classmethod
+    def task_reward(cls, xp, info, params):
+        return -xp.abs(info[..., cls.vx] - params[..., 0])
