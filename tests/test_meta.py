@@ -274,9 +274,18 @@ def test_a_diverging_encoder_stops_a_meta_run_at_its_first_non_finite_loss(tmp_p
 
 @pytest.mark.parametrize("agent", ["td3", "ddpg"])
 def test_pearl_conditions_every_agent(tmp_path, agent):
-    run = replaylab.train({**META, "agent": agent, "total_steps": 400, "eval_interval": 400,
-                           "run_dir": str(tmp_path / agent)})
+    from replaylab.training.loop import Trainer
+    from replaylab.config import from_flat
+
+    cfg = {**META, "agent": agent, "total_steps": 400, "eval_interval": 400, "inference.kl_lambda": 0.0,
+           "run_dir": str(tmp_path / agent)}
+    run = replaylab.train(cfg)
     assert np.isfinite(run.progress[-1]["kl"]) and np.isfinite(run.progress[-1]["critic_loss"])
+    # with no KL term the encoder can only have learned through the agent's critic loss
+    initial = Trainer(from_flat(cfg), tmp_path / "unused").learner.init([0]).inference.params
+    moved = [float(np.abs(np.asarray(a) - np.asarray(b)).max())
+             for a, b in zip(jax.tree.leaves(run.state.inference.params), jax.tree.leaves(initial))]
+    assert max(moved) > 1e-4, moved
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ from replaylab.envs import Env
 from replaylab.replay.storage import Transition
 
 TRAIN_STREAM, EVAL_STREAM = 0, 1
+BELIEF_STREAM = 7  # the keys for z in evaluation, apart from the episodes' reset seeds
 MAX_EVAL_STEPS = 100_000  # guard for environments without a time limit
 
 
@@ -36,7 +37,7 @@ def episode_seed(seed: int, *stream: int) -> int:
 
 
 def _keys(seeds: Sequence[int], round_: int, n: int, episode: int) -> np.ndarray:
-    return np.stack([[np.random.SeedSequence([s, EVAL_STREAM, round_, j, episode, 7]).generate_state(2)
+    return np.stack([[np.random.SeedSequence([s, EVAL_STREAM, round_, j, episode, BELIEF_STREAM]).generate_state(2)
                       for j in range(n)] for s in seeds]).astype(np.uint32)
 
 
