@@ -280,7 +280,9 @@ def _with_defaults(cfg: Config) -> Config:
         return cfg
     family_defaults = dict(train_tasks=family.num_train, test_tasks=family.num_test,
                            episode_length=family.episode_length)
-    fills = {k: v for k, v in {**META_DEFAULTS, **family_defaults}.items() if getattr(cfg, k) is None}
+    method_defaults = INFERENCES[cfg.inference].meta_defaults if cfg.inference in INFERENCES else {}
+    fills = {k: v for k, v in {**META_DEFAULTS, **method_defaults, **family_defaults}.items()
+             if getattr(cfg, k) is None}
     return dataclasses.replace(cfg, **fills)
 
 
@@ -307,6 +309,9 @@ def _check_consistency(cfg: Config) -> None:
     if episodes < 1:
         raise ConfigError("prior_episodes + posterior_episodes + extra_episodes: expected at least 1 episode "
                           f"per task visit, got {episodes}")
+    if INFERENCES[cfg.inference].split_batch and (cfg.batch_size % cfg.meta_batch or cfg.batch_size < cfg.meta_batch):
+        raise ConfigError(f"batch_size={cfg.batch_size}: with inference={cfg.inference} a batch is batch_size rows "
+                          f"spread evenly over meta_batch={cfg.meta_batch} tasks; expected a multiple of meta_batch")
     cfg.make_env().close()  # the family checks its counts and switch settings
 
 

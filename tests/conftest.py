@@ -64,5 +64,5 @@ def checkpoint_arrays(run_dir: str | Path) -> dict[str, np.ndarray]:
 def progress_without_wall_clock(run_dir: str | Path) -> list[str]:
     lines = (Path(run_dir) / "progress.csv").read_text().splitlines()
     header = lines[0].split(",")
-    drop = {header.index("wall_time"), header.index("sps")}
+    drop = {i for i, name in enumerate(header) if name in ("wall_time", "sps") or name.startswith("time_")}
     return [",".join(x for i, x in enumerate(line.split(",")) if i not in drop) for line in lines]

@@ -17,7 +17,21 @@ inside the compiled learner like everything else:
   clears it), and ``policy_obs(belief, obs)``, the observation the policy sees.
 
 ``context`` names the context source it reads from replay (``recent`` or ``window``, see
-``replay/tasks.py``); ``latent_dim`` is the width of z.
+``replay/tasks.py``); ``latent_dim`` is the width of z, ``encoding_dim`` the width of what
+the policy appends to s.
+
+Methods that train their encoder apart from the RL losses (CEMRL) also use:
+
+- ``columns()``: extra storage columns, filled when a transition is stored by
+  ``annotate(state, belief_before, belief_after, transition)``;
+- two upkeep jobs that the loop runs every ``phase_every`` environment steps (and once
+  before the first update), between environment steps, like the sampler's refresh:
+  ``encoder_phase(state, storage, key) -> (state, metrics)`` and
+  ``relabel(state, storage) -> storage``.
+
+``meta_defaults`` overrides the episode schedule's defaults (no exploration episodes for
+online adaptation); with ``split_batch`` a batch is ``batch_size`` rows in all, spread
+over ``meta_batch`` tasks, instead of ``batch_size`` rows per task (PEARL).
 """
 
 from __future__ import annotations
@@ -48,6 +62,18 @@ class Inference:
     metric_names: ClassVar[tuple[str, ...]] = ()
     latent_dim: ClassVar[int] = 0  # a method sets these as parameters
     context_size: ClassVar[int] = 0
+    meta_defaults: ClassVar[dict] = {}
+    split_batch: ClassVar[bool] = False
+    phase_metric_names: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def encoding_dim(self) -> int:
+        return self.latent_dim
+
+    @property
+    def phase_every(self) -> int:
+        """Environment steps between encoder phases; 0: the method has none."""
+        return 0
 
     @classmethod
     def params(cls) -> dict:
@@ -76,3 +102,15 @@ class Inference:
 
     def belief_stats(self, belief) -> dict:
         return {}
+
+    def columns(self) -> dict:
+        return {}
+
+    def annotate(self, state, before, after, tr):
+        return tr
+
+    def encoder_phase(self, state, storage, key: jax.Array):
+        return state, {}
+
+    def relabel(self, state, storage):
+        return storage

@@ -102,7 +102,7 @@ class Learner:
         self.tasks = tasks if tasks is not None else SingleTask(batch_size)
         self.inference = inference if inference is not None else Inference(InferenceSpec(agent.obs_dim, agent.act_dim))
         self.capacity = capacity
-        self.columns = columns or {}
+        self.columns = {**(columns or {}), **self.inference.columns()}
         self.replay_ratio = replay_ratio
         self.reset_layers = reset_layers
         self.reward_scale = reward_scale
@@ -114,6 +114,8 @@ class Learner:
         self.eval_observe = jax.jit(jax.vmap(self._eval_observe_one))
         self.eval_begin = jax.jit(jax.vmap(self._eval_begin_one))
         self.refresh = jax.jit(self._refresh_seeds, donate_argnums=0)
+        self.encoder_phase = jax.jit(self._encoder_phase_seeds, donate_argnums=0)
+        self.relabel = jax.jit(self._relabel_seeds, donate_argnums=0)
         self._init_single = jax.jit(self._init_one)
         self._agent_init = jax.jit(agent.init)
         self._split_keys = jax.jit(jax.vmap(self._split_key_one), donate_argnums=0)
@@ -132,7 +134,7 @@ class Learner:
 
     def _init_one(self, key: jax.Array) -> SeedState:
         key, k_agent = jax.random.split(key)
-        obs_dim = self.agent.obs_dim - self.inference.latent_dim
+        obs_dim = self.agent.obs_dim - self.inference.encoding_dim
         storage = replay_storage.init(self.capacity, obs_dim, self.agent.act_dim, self.columns)
         k_inference = jax.random.fold_in(k_agent, 1)  # the agent's key stays what it was before inference existed
         return SeedState(agent=self.agent.init(k_agent), inference=self.inference.init(k_inference),
@@ -156,10 +158,10 @@ class Learner:
     # -- per-seed functions --------------------------------------------------------------
     def _store_one(self, s: SeedState, tr: Transition) -> SeedState:
         row = s.storage.ptr
-        storage = replay_storage.add(s.storage, tr)
+        belief = self.inference.observe(s.inference, s.belief, tr)
+        storage = replay_storage.add(s.storage, self.inference.annotate(s.inference, s.belief, belief, tr))
         return s.replace(storage=storage, sampler=self.sampler.on_add(s.sampler, storage, row),
-                         tasks=self.tasks.on_add(s.tasks, storage, row),
-                         belief=self.inference.observe(s.inference, s.belief, tr))
+                         tasks=self.tasks.on_add(s.tasks, storage, row), belief=belief)
 
     def _begin(self, s: SeedState, starts: EpisodeStarts) -> SeedState:
         """At an episode start, the belief's z for it (a new task clears the belief first)."""
@@ -265,3 +267,18 @@ class Learner:
 
         sampler_state, key = jax.lax.map(one, (state.sampler, state.storage, state.key))
         return state.replace(sampler=sampler_state, key=key)
+
+    # -- the inference method's upkeep (CEMRL's encoder phase and relabelling), seed by seed
+    def _encoder_phase_seeds(self, state: SeedState):
+        def one(args):
+            inference_state, storage, key = args
+            key, k = jax.random.split(key)
+            inference_state, metrics = self.inference.encoder_phase(inference_state, storage, k)
+            return inference_state, key, metrics
+
+        inference_state, key, metrics = jax.lax.map(one, (state.inference, state.storage, state.key))
+        return state.replace(inference=inference_state, key=key), metrics
+
+    def _relabel_seeds(self, state: SeedState):
+        storage = jax.lax.map(lambda args: self.inference.relabel(*args), (state.inference, state.storage))
+        return state.replace(storage=storage)

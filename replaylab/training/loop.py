@@ -8,7 +8,9 @@ Per environment step:
     -> two compiled calls: store the transitions; run ``replay_ratio`` updates (every
        ``update_every`` steps) and pick the next actions (uniformly random during the
        warm-up, with no updates), starting the belief of any episode that begins
-    -> every ``refresh_interval`` steps: the sampler's upkeep
+    -> upkeep jobs, once just before the first update and then every so many steps: the
+       sampler's index rebuild (``refresh_interval``); an inference method's encoder
+       phase and relabelling (``phase_every``: CEMRL's epoch)
     -> every ``reset_interval`` updates: re-initialise the networks, keep the replay
     -> every ``eval_interval`` steps: evaluate (``evaluate.py``: plain episodes, or the
        adaptation protocol on a task distribution), write progress.csv
@@ -26,6 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import jax
 import numpy as np
@@ -71,6 +74,7 @@ class HostState:
     ep_return: np.ndarray  # (S,) return so far in the current episode
     ep_actions: list[list[np.ndarray]]  # actions since each env's last reset
     last_train_return: np.ndarray  # (S,) return of the last finished training episode
+    phase_metrics: dict = field(default_factory=dict)  # name -> per-seed values of the last encoder phase
     env_step: int = 0
     updates: int = 0
     resets_done: int = 0
@@ -78,7 +82,7 @@ class HostState:
     csv_rows: int = 0
     wall_time: float = 0.0
 
-    COUNTERS = ("env_step", "updates", "resets_done", "eval_round", "csv_rows", "wall_time")
+    COUNTERS = ("env_step", "updates", "resets_done", "eval_round", "csv_rows", "wall_time", "phase_metrics")
 
     def to_checkpoint(self) -> tuple[dict[str, np.ndarray], dict]:
         S, A = self.pending.shape
@@ -96,7 +100,22 @@ class HostState:
         ep_actions = [list(arrays["ep_actions"][i, : int(n)]) for i, n in enumerate(arrays["ep_step"])]
         return cls(obs=arrays["obs"], pending=arrays["pending"], episode=arrays["episode"],
                    ep_step=arrays["ep_step"], ep_return=arrays["ep_return"], ep_actions=ep_actions,
-                   last_train_return=arrays["last_train_return"], **{k: meta[k] for k in cls.COUNTERS})
+                   last_train_return=arrays["last_train_return"],
+                   **{k: meta[k] for k in cls.COUNTERS if k in meta})
+
+
+@dataclass(frozen=True)
+class Upkeep:
+    """A job between environment steps: ``job(state) -> (state, metrics)`` once just before
+    the first update, then every ``every`` environment steps."""
+
+    name: str
+    every: int
+    job: Callable
+
+    def due(self, env_step: int, warmup_steps: int) -> bool:
+        first = max(warmup_steps - 1, 1)
+        return env_step == first or (env_step > first and env_step % self.every == 0)
 
 
 class Trainer:
@@ -116,20 +135,28 @@ class Trainer:
         self.protocol = AdaptationEval(task_set, cfg.eval_train_tasks, cfg.adapt_episodes, cfg.prior_episodes,
                                        self.inference.belief_stats) if multi else SingleTaskEval(cfg.eval_episodes)
         self.eval_envs = [[cfg.make_env() for _ in self.protocol.tasks] for _ in self.seeds]
-        self.agent = make_agent(cfg.agent, env.obs_dim + self.inference.latent_dim, env.act_dim, cfg.agent_cfg,
+        self.agent = make_agent(cfg.agent, env.obs_dim + self.inference.encoding_dim, env.act_dim, cfg.agent_cfg,
                                 cfg.policy_delay, obs_grad=self.inference.needs_obs_grad)
         spec = ReplaySpec(obs_dim=env.obs_dim, act_dim=env.act_dim, capacity=cfg.buffer_size, env_id=cfg.env,
                           multi_task=multi)
         self.sampler = make_sampler(cfg.replay, dict(cfg.replay_cfg), spec)
-        tasks = MultiTask(task_set.num_train, cfg.meta_batch, cfg.batch_size, self.schedule.episodes_per_visit,
+        per_task = cfg.batch_size // cfg.meta_batch if multi and self.inference.split_batch else cfg.batch_size
+        tasks = MultiTask(task_set.num_train, cfg.meta_batch, per_task, self.schedule.episodes_per_visit,
                           self.schedule.context_episodes, segments_per_task(cfg, task_set, self.schedule),
                           self.inference.context, self.inference.context_size) if multi \
             else SingleTask(cfg.batch_size)
         self.learner = Learner(self.agent, self.sampler, capacity=cfg.buffer_size, replay_ratio=cfg.replay_ratio,
                                tasks=tasks, inference=self.inference, columns=env_columns(env),
                                reset_layers=cfg.reset_layers, reward_scale=cfg.agent_cfg.reward_scale)
+        learner = self.learner
+        jobs = [Upkeep("refresh", self.sampler.refresh_interval, lambda st: (learner.refresh(st), {})),
+                Upkeep("encoder", self.inference.phase_every, learner.encoder_phase),
+                Upkeep("relabel", self.inference.phase_every, lambda st: (learner.relabel(st), {}))]
+        self.upkeep = [job for job in jobs if job.every]
+        self.timed = ["collect", "update"] + [job.name for job in self.upkeep]  # seconds per progress row
         self.columns = BASE_COLUMNS + list(self.protocol.columns) + list(self.agent.metric_names) \
-            + list(self.inference.metric_names)
+            + list(self.inference.metric_names) + list(self.inference.phase_metric_names) \
+            + [f"time_{name}" for name in self.timed]
         self.ckpt_root = run_dir / "checkpoints"
         self.last_checkpoint: Path | None = None
 
@@ -181,10 +208,13 @@ class Trainer:
         metrics = None
         last_eval = np.full(len(self.seeds), np.nan)
         t_start, t_mark, step_mark = time.perf_counter() - h.wall_time, time.perf_counter(), h.env_step
+        self.timers = dict.fromkeys(self.timed, 0.0)
         try:
             while h.env_step < cfg.total_steps:
+                t0 = time.perf_counter()
                 tr, act_obs, starts = self._step_envs(h)
                 h.env_step += 1
+                t1 = time.perf_counter()
                 if h.env_step >= cfg.warmup_steps and h.env_step % cfg.update_every == 0:
                     state, pending, metrics = self.learner.train(state, tr, act_obs, np.int32(h.updates), starts)
                     h.updates += cfg.replay_ratio
@@ -192,9 +222,10 @@ class Trainer:
                     state = self.learner.store(state, tr)
                     state, pending = self.learner.act(state, act_obs, starts, h.env_step < cfg.warmup_steps)
                 h.pending = np.asarray(pending)
+                self.timers["collect"] += t1 - t0
+                self.timers["update"] += time.perf_counter() - t1
                 self._check_finite(state, h)
-                if self._refresh_due(h.env_step):
-                    state = self.learner.refresh(state)
+                state = self._upkeep(state, h)
                 if cfg.reset_interval and h.updates // cfg.reset_interval > h.resets_done:
                     state = self.learner.reset(state)
                     h.resets_done += 1
@@ -203,9 +234,12 @@ class Trainer:
                     now = time.perf_counter()
                     sps = (h.env_step - step_mark) / max(now - t_mark, 1e-9)
                     h.wall_time = now - t_start
-                    last_eval = self._evaluate(state, h, metrics, sps, csv, logs)
+                    S = len(self.seeds)
+                    row_extras = {**h.phase_metrics, **{f"time_{k}": [round(v, 3)] * S for k, v in self.timers.items()}}
+                    last_eval = self._evaluate(state, h, {**(metrics or {}), **row_extras}, sps, csv, logs)
                     console.update(0, sps=f"{sps:.0f}", ret=f"{np.mean(last_eval):.1f}")
                     t_mark, step_mark = time.perf_counter(), h.env_step
+                    self.timers = dict.fromkeys(self.timed, 0.0)
                 if (cfg.checkpoint_interval and h.env_step % cfg.checkpoint_interval == 0) \
                         or h.env_step == cfg.total_steps:
                     h.wall_time = time.perf_counter() - t_start
@@ -215,11 +249,16 @@ class Trainer:
             logs.close()
         return Run(self.run_dir, cfg, read_progress(csv.path), last_eval, state)
 
-    def _refresh_due(self, env_step: int) -> bool:
-        """Sampler upkeep: once just before the first update, then every refresh_interval steps."""
-        every = self.sampler.refresh_interval
-        first = max(self.cfg.warmup_steps - 1, 1)
-        return bool(every) and (env_step == first or (env_step > first and env_step % every == 0))
+    def _upkeep(self, state, h: HostState):
+        for job in self.upkeep:
+            if job.due(h.env_step, self.cfg.warmup_steps):
+                t = time.perf_counter()
+                state, metrics = job.job(state)
+                if metrics:
+                    h.phase_metrics = {k: np.asarray(v).tolist() for k, v in metrics.items()}
+                jax.block_until_ready(state)
+                self.timers[job.name] += time.perf_counter() - t
+        return state
 
     def _step_envs(self, h: HostState) -> tuple[Transition, np.ndarray, EpisodeStarts]:
         S = len(self.envs)
