@@ -93,7 +93,14 @@ def evaluate(run_dir: str | Path, episodes: int | None = None, video: str | None
     ``episodes`` (default: the run's eval_episodes) environments of one episode each; for
     a task distribution, one environment per evaluated task (the test tasks first, then
     the sampled train tasks) and ``episodes`` (default: adapt_episodes) adaptation
-    episodes each."""
+    episodes each. ``evaluation`` returns them with the rest of the evaluation."""
+    return evaluation(run_dir, episodes, video).returns
+
+
+def evaluation(run_dir: str | Path, episodes: int | None = None, video: str | None = None):
+    """``evaluate``'s full ``EvalResult`` (``replaylab.training.evaluate``): the returns,
+    the final beliefs, each episode's return before and after its first task switch, and
+    the traced episodes."""
     cfg = load_run_config(run_dir)
     if episodes is not None:
         cfg = cfg.replace(**{"adapt_episodes" if cfg.is_meta else "eval_episodes": episodes})
@@ -111,10 +118,10 @@ def evaluate(run_dir: str | Path, episodes: int | None = None, video: str | None
             raise RunError(f"--video {video}: no renderer is available here ({type(e).__name__}: "
                            f"{str(e).splitlines()[0] if str(e) else ''}); try MUJOCO_GL=egl or osmesa") from None
         on_frame = frames.append
-    returns, _ = trainer.run_protocol(state, 10_000 + meta["eval_round"], on_frame=on_frame)
+    result = trainer.run_protocol(state, 10_000 + meta["eval_round"], on_frame=on_frame)
     if video:
         import imageio.v2 as imageio
 
         imageio.mimsave(video, frames, duration=1 / 30)
-    return returns
+    return result
 

@@ -69,10 +69,12 @@ def _envs() -> None:
     print("\nGymnasium ids (e.g. Hopper-v5) and dmc:DOMAIN-TASK (e.g. dmc:cheetah-run) are single tasks.")
 
 
-def _print_eval(run_dir: str, returns, video: str | None) -> None:
+def _print_eval(run_dir: str, result, video: str | None) -> None:
+    """``result``: ``api.evaluation``'s EvalResult."""
     from replaylab import api
 
     cfg = api.load_run_config(run_dir)
+    returns = result.returns
     if not cfg.is_meta:
         for s, r in zip(cfg.seed_list, returns[..., 0]):
             print(f"seed {s}: return {r.mean():.1f} +- {r.std():.1f} over {len(r)} episodes")
@@ -81,6 +83,16 @@ def _print_eval(run_dir: str, returns, video: str | None) -> None:
         for s, r in zip(cfg.seed_list, test):
             print(f"seed {s}: mean over {r.shape[0]} test tasks: first episode {r[:, 0].mean():.1f}, "
                   f"last episode {r[:, -1].mean():.1f} (adaptation over {r.shape[1]} episodes)")
+        if cfg.change_steps:
+            n = cfg.test_tasks
+            for i, s in enumerate(cfg.seed_list):
+                sw = result.switched[i, :n, -1]
+                if sw.any():
+                    print(f"seed {s}: last episodes with a task switch: {int(sw.sum())} of {n}; their return "
+                          f"before the first switch {result.before_switch[i, :n, -1][sw].mean():.1f}, "
+                          f"after it {result.after_switch[i, :n, -1][sw].mean():.1f}")
+                else:
+                    print(f"seed {s}: no test task's last episode had a task switch")
         params = cfg.make_env().tasks.params
         print("per test task (mean over seeds): task, parameters, first and last episode return")
         for j in range(test.shape[1]):
@@ -212,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.episodes is not None and args.episodes < 1:
                 raise ConfigError(f"--episodes={args.episodes}: expected an integer >= 1")
-            _print_eval(args.run_dir, api.evaluate(args.run_dir, args.episodes, args.video), args.video)
+            _print_eval(args.run_dir, api.evaluation(args.run_dir, args.episodes, args.video), args.video)
         elif args.command == "envs":
             _envs()
         elif args.command == "compare":

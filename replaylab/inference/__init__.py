@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from replaylab.inference.base import Inference, InferenceSpec
+from replaylab.inference.cemrl import CEMRL
 from replaylab.inference.pearl import PEARL
+from replaylab.inference.smrl import SMRL
 
-INFERENCES: dict[str, type[Inference]] = {"none": Inference, "pearl": PEARL}
+INFERENCES: dict[str, type[Inference]] = {"none": Inference, "pearl": PEARL, "smrl": SMRL, "cemrl": CEMRL}
 
 
 def inference_params(name: str) -> dict:

@@ -34,6 +34,7 @@ class WindowBelief:
     var: jax.Array  # (L,)
     z: jax.Array  # (encoding_dim,) what the policy appends to s
     key: jax.Array  # for methods whose encoding is a sample
+    cls: jax.Array = 0  # () the window's most probable class, for methods with classes (CEMRL)
 
 
 def empty_window(size: int, obs_dim: int, act_dim: int) -> tuple[Transition, jax.Array]:
@@ -77,13 +78,15 @@ class WindowInference(Inference):
     def _encode(self, state, window: Transition, mask: jax.Array, key: jax.Array) -> WindowBelief:
         mean, var = self.posterior(self.params_of(state), window, mask)
         key, k = jax.random.split(key)
-        return WindowBelief(window=window, mask=mask, mean=mean, var=var, z=self.encoding(mean, var, k), key=key)
+        return WindowBelief(window=window, mask=mask, mean=mean, var=var, z=self.encoding(mean, var, k), key=key,
+                            cls=jnp.zeros((), jnp.int32))
 
     def belief_init(self) -> WindowBelief:
         window, mask = empty_window(self.context_size, self.spec.obs_dim, self.spec.act_dim)
         zeros = jnp.zeros((self.latent_dim,), jnp.float32)
         return WindowBelief(window=window, mask=mask, mean=zeros, var=jnp.ones_like(zeros),
-                            z=jnp.zeros((self.encoding_dim,), jnp.float32), key=jax.random.PRNGKey(0))
+                            z=jnp.zeros((self.encoding_dim,), jnp.float32), key=jax.random.PRNGKey(0),
+                            cls=jnp.zeros((), jnp.int32))
 
     def observe(self, state, b: WindowBelief, tr: Transition) -> WindowBelief:
         return self._encode(state, *push(b.window, b.mask, tr), b.key)

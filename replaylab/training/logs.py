@@ -123,17 +123,25 @@ class Console:
 
 class TaskCSV:
     """``tasks.csv`` of a meta-RL run: per evaluation, seed and evaluated task, the task's
-    set and parameters and the return of each adaptation episode."""
+    set and parameters and the return of each adaptation episode; with task switches
+    (``protocol.switches``) also the last episode's return before and after its first
+    switch and whether it switched (1/0; without a switch ``return_after_switch`` is 0)."""
+
+    SWITCH_COLUMNS = ("return_before_switch", "return_after_switch", "switched")
 
     def __init__(self, path: Path, task_set, protocol, num_seeds: int, keep_rounds: int | None = None):
         """``keep_rounds``: on resume, the evaluations that were written before the checkpoint."""
         self.task_set, self.protocol = task_set, protocol
+        self.switches = bool(getattr(protocol, "switches", False))
         self.columns = (["env_step", "seed", "task", "split"] + list(task_set.names)
-                        + [f"return_{k}" for k in range(protocol.episodes)])
+                        + [f"return_{k}" for k in range(protocol.episodes)]
+                        + (list(self.SWITCH_COLUMNS) if self.switches else []))
         keep = None if keep_rounds is None else keep_rounds * num_seeds * len(protocol.tasks)
         self._csv = ProgressCSV(path, self.columns, keep_rows=keep)
 
-    def write(self, env_step: int, seeds, returns) -> None:
+    def write(self, env_step: int, seeds, result) -> None:
+        """``result``: the ``evaluate.EvalResult`` of this evaluation."""
+        returns = result.returns
         rows = []
         for i, seed in enumerate(seeds):
             for j, task in enumerate(self.protocol.tasks):
@@ -141,5 +149,9 @@ class TaskCSV:
                        "split": "test" if j < self.protocol.num_test else "train"}
                 row.update({name: float(v) for name, v in zip(self.task_set.names, self.task_set.params[task])})
                 row.update({f"return_{k}": float(returns[i, j, k]) for k in range(returns.shape[2])})
+                if self.switches:
+                    row.update(return_before_switch=float(result.before_switch[i, j, -1]),
+                               return_after_switch=float(result.after_switch[i, j, -1]),
+                               switched=int(result.switched[i, j, -1]))
                 rows.append(row)
         self._csv.write(rows)

@@ -106,8 +106,8 @@ class HostState:
 
 @dataclass(frozen=True)
 class Upkeep:
-    """A job between environment steps: ``job(state) -> (state, metrics)`` once just before
-    the first update, then every ``every`` environment steps."""
+    """A job between environment steps: ``job(state) -> (state, metrics)`` just before the
+    first update and every ``every`` environment steps after that."""
 
     name: str
     every: int
@@ -115,7 +115,7 @@ class Upkeep:
 
     def due(self, env_step: int, warmup_steps: int) -> bool:
         first = max(warmup_steps - 1, 1)
-        return env_step == first or (env_step > first and env_step % self.every == 0)
+        return env_step >= first and (env_step - first) % self.every == 0
 
 
 class Trainer:
@@ -133,7 +133,8 @@ class Trainer:
         self.inference = make_inference(cfg.inference, dict(cfg.inference_cfg),
                                         InferenceSpec(env.obs_dim, env.act_dim))
         self.protocol = AdaptationEval(task_set, cfg.eval_train_tasks, cfg.adapt_episodes, cfg.prior_episodes,
-                                       self.inference.belief_stats) if multi else SingleTaskEval(cfg.eval_episodes)
+                                       self.inference.belief_stats, switches=bool(cfg.change_steps)) if multi \
+            else SingleTaskEval(cfg.eval_episodes)
         self.eval_envs = [[cfg.make_env() for _ in self.protocol.tasks] for _ in self.seeds]
         self.agent = make_agent(cfg.agent, env.obs_dim + self.inference.encoding_dim, env.act_dim, cfg.agent_cfg,
                                 cfg.policy_delay, obs_grad=self.inference.needs_obs_grad)
@@ -311,15 +312,17 @@ class Trainer:
                                    "Try lower learning rates.")
 
     def run_protocol(self, state, round_: int, on_frame=None):
-        """Evaluate ``state`` with this run's protocol: (returns (S, N, episodes), beliefs)."""
+        """Evaluate ``state`` with this run's protocol: an ``evaluate.EvalResult`` (returns
+        (S, N, episodes), the final beliefs, the returns split at task switches and the
+        traced episodes)."""
         p = self.protocol
         return evaluate(self.learner, state, self.eval_envs, self.seeds, round_, p.tasks, p.episodes,
-                        p.prior_episodes, p.pools, on_frame=on_frame)
+                        p.prior_episodes, p.pools, on_frame=on_frame, trace=p.trace_envs)
 
     def _evaluate(self, state, h: HostState, metrics, sps: float, csv: ProgressCSV, logs: Loggers):
-        returns, beliefs = self.run_protocol(state, h.eval_round)
-        summary = self.protocol.summary(returns)
-        self.protocol.log(h.env_step, returns, beliefs)
+        result = self.run_protocol(state, h.eval_round)
+        summary = self.protocol.summary(result)
+        self.protocol.log(h.env_step, result)
         h.eval_round += 1
         m = {k: np.asarray(v) for k, v in metrics.items()} if metrics is not None else {}
         rows = []

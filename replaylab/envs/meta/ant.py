@@ -25,6 +25,7 @@ class Ant(MujocoMetaEnv):
     xml = "ant.xml"
     obs_dim, act_dim, info_dim = 29, 8, 7
     vx = VX
+    response = ("v_x", lambda obs, info: info[..., VX], 0)  # against the target velocity
     contact_forces = True
     ctrl_weight = 0.5
     contact_weight = 5e-4
@@ -60,6 +61,7 @@ class DiscGoals:
 
     param_names = ("goal_x", "goal_y")
     max_radius: float
+    response = ("x", lambda obs, info: info[..., X], 0)  # against the goal's x
 
     @classmethod
     def sample_params(cls, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -79,6 +81,8 @@ class AntDir(Ant):
 
     param_names = ("angle",)
     param_low, param_high = 0.0, 2 * np.pi
+    response = ("heading of v_xy (rad)",
+                lambda obs, info: np.mod(np.arctan2(info[..., VY], info[..., VX]), 2 * np.pi), 0)
 
     @classmethod
     def task_reward(cls, xp, info, params):

@@ -82,6 +82,8 @@ class MetaEnv:
     param_low: ClassVar[Any] = None
     param_high: ClassVar[Any] = None
     action_scale: Any = 1.0  # actions in [-1, 1] are multiplied by this (symmetric bounds)
+    # the time-response plot: (label, f(obs, info) -> the quantity, index of the task parameter it tracks)
+    response: ClassVar[tuple[str, Callable[[Any, Any], Any], int] | None] = None
 
     def __init__(self, tasks: TaskSet, episode_length: int, change_steps: int = 0, change_prob: float = 1.0):
         if tasks.names != self.param_names:

@@ -23,6 +23,7 @@ class Cheetah(MujocoMetaEnv):
     obs_dim, act_dim, info_dim = 20, 6, 3
     vx = VX
     ctrl_weight = 0.05
+    response = ("v_x", lambda obs, info: info[..., VX], 0)  # against the target velocity / direction
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -73,6 +74,7 @@ class CheetahGoal(Cheetah):
 
     param_names = ("goal_x",)
     param_low, param_high = 1.0, 6.0
+    response = ("x", lambda obs, info: info[..., X], 0)
 
     @classmethod
     def task_reward(cls, xp, info, params):

@@ -21,6 +21,7 @@ class PointMass(MetaEnv):
     bounds: tuple[float, float] | None = None  # position box, None = unbounded
     norm_clip = False  # clip |a|_2 to action_scale (after clipping each coordinate)
     random_start = False  # start ~ U[-1, 1]^dim from the reset seed, else at the origin
+    response = ("x", lambda obs, info: info[..., 0], 0)  # x against the goal's (first) coordinate
 
     def _reset(self, rng: np.random.Generator) -> np.ndarray:
         dim = self.obs_dim
@@ -53,6 +54,7 @@ class Toy1D(PointMass):
     param_names = ("goal",)
     param_low, param_high = -10.0, 10.0
     bounds = (-10.0, 10.0)
+    response = ("position", lambda obs, info: info[..., 0], 0)
 
 
 @register("toy2d", num_train=100, num_test=25, episode_length=100)
