@@ -162,7 +162,8 @@ def test_elbo_rises_on_two_tasks():
     before, after, elbos = train(state)
     assert bool(jnp.all(jnp.isfinite(elbos)))
     assert float(after[0]) < float(before[0]) - 50.0, (float(before[0]), float(after[0]))
-    assert float(after[1]["reward_error"]) < 0.5 * float(before[1]["reward_error"])
+    # r depends on the goal, known only through z: without it the error stays near 0.35
+    assert float(after[1]["reward_error"]) < 0.15 < float(before[1]["reward_error"])
     assert float(jnp.mean(elbos[-20:])) > float(jnp.mean(elbos[:20]))
 
 

@@ -28,10 +28,10 @@ taken from replay, as at acting time):
 
 Where we differ from the original, and why:
 
-- SAC keeps its learned temperature. The indexed copy of SMRL's MetaSACTrainer hard-sets
-  alpha = 0 right after computing it (no entropy bonus, with automatic tuning off in
-  the configs); that reads as a debugging leftover, and SAC without the entropy term is
-  not the algorithm the README describes. ``agent.*`` can still fix the temperature.
+- SAC keeps its entropy bonus and learned temperature (``agent.*``). The indexed copy of
+  SMRL's MetaSACTrainer hard-sets alpha = 0 right after computing it, so the original
+  trains without an entropy bonus (automatic tuning is off in its configs too). TD3 and
+  DDPG work with SMRL as well.
 - One ELBO step per agent update, on the agent's batch (its rows are the targets, their
   windows the contexts), instead of 5 VAE steps per 10 policy steps on a separate
   inference buffer; the encoder therefore sees the agent's replay distribution.
@@ -105,8 +105,9 @@ class MaskedGRU(nn.Module):
     Returns the last layer's final hidden state (..., H) (zeros if nothing was read).
     Gates as in torch.nn.GRU: r, u = sigmoid(W_i x + b_i + W_h h + b_h), n = tanh(W_in x
     + b_in + r (W_hn h + b_hn)), h' = (1 - u) n + u h; weights uniform in +-1/sqrt(H).
-    All windows run as one (N, .) matrix per step, so every weight gradient is a plain
-    matrix product (the same bits with and without a vmapped seed axis)."""
+    All windows run as one (N, .) matrix per step, so the weight and bias gradients are
+    matrix products, not reductions (summed in the same order with and without a vmapped
+    seed axis)."""
 
     hidden: int
     layers: int
