@@ -160,6 +160,8 @@ def _compare_parser(sub) -> None:
                    help="step budgets to report, comma-separated integers (default: the last evaluation step "
                         "all runs reached, and its half)")
     c.add_argument("--reps", metavar="N", help=f"bootstrap resamples per interval (default: {DEFAULT_REPS})")
+    c.add_argument("--score", metavar="COLUMN", help="the progress.csv column compared, e.g. "
+                   "test_return_after_switch (default: return_mean)")
     c.add_argument("--config", metavar="FILE",
                    help="read the grid (methods, envs, seeds, out, steps, reps, overrides) from a file "
                         "(default: none)")
@@ -202,10 +204,12 @@ def _compare(args) -> None:
             raise ConfigError(f"--runs reports on finished runs and trains nothing; it cannot be combined with "
                               f"{', '.join(given + (['key=value settings'] if args.settings else []))}")
         compare.report_runs(args.runs, args.out or compare.DEFAULT_OUT, steps,
-                            reps if reps is not None else compare.DEFAULT_REPS)
+                            reps if reps is not None else compare.DEFAULT_REPS,
+                            score=compare.parse_score(args.score or "return_mean"))
         return
     file_values = compare.load_grid_file(args.config) if args.config else None
-    options = dict(methods=args.methods, envs=args.envs, seeds=args.seeds, out=args.out, steps=steps, reps=reps)
+    options = dict(methods=args.methods, envs=args.envs, seeds=args.seeds, out=args.out, steps=steps, reps=reps,
+                   score=args.score)
     compare.run_grid(compare.resolve_grid(file_values, options, parse_overrides(args.settings)))
 
 

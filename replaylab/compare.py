@@ -34,7 +34,7 @@ from replaylab.errors import ConfigError
 
 DEFAULT_SEEDS = 3
 DEFAULT_OUT = "runs/compare"
-GRID_KEYS = ("methods", "envs", "seeds", "out", "steps", "reps", "overrides")
+GRID_KEYS = ("methods", "envs", "seeds", "out", "steps", "reps", "score", "overrides")
 # Keys the grid sets per cell, and the option that sets them instead.
 RESERVED = {"env": "--envs", "replay": "--methods", "seeds": "--seeds", "run_dir": "--out"}
 
@@ -47,6 +47,7 @@ class Grid:
     out: str = DEFAULT_OUT
     steps: list[int] | None = None  # step budgets; None: the last common evaluation step and its half
     reps: int = DEFAULT_REPS
+    score: str = "return_mean"  # the progress.csv column compared, e.g. test_return_after_switch
     overrides: dict[str, Any] = field(default_factory=dict)  # flat dotted keys shared by every cell
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # method name -> its own settings
 
@@ -168,8 +169,16 @@ def resolve_grid(file_values: Mapping[str, Any] | None, options: Mapping[str, An
         raise ConfigError(f"--out={show_value(out)}: expected a directory path")
     return Grid(methods=methods, envs=envs, seeds=parse_int(values.get("seeds", DEFAULT_SEEDS), "--seeds"),
                 out=out, steps=parse_steps(values["steps"]) if values.get("steps") is not None else None,
-                reps=parse_int(values.get("reps", DEFAULT_REPS), "--reps"), overrides=merged,
+                reps=parse_int(values.get("reps", DEFAULT_REPS), "--reps"),
+                score=parse_score(values.get("score", "return_mean")), overrides=merged,
                 variants={m: variants[m] for m in methods if m in variants})
+
+
+def parse_score(value: Any) -> str:
+    if not isinstance(value, str) or not value.replace("_", "").isalnum():
+        raise ConfigError(f"--score={show_value(value)}: expected a progress.csv column name, e.g. return_mean "
+                          "or test_return_after_switch")
+    return value
 
 
 def _count(n: int, noun: str) -> str:
@@ -276,7 +285,8 @@ def run_grid(grid: Grid, echo: Callable[[str], None] = print) -> list[dict]:
         r = np.asarray(run.final_returns)
         echo(f"{head}: done in {time.perf_counter() - t:.0f} s; final return {r.mean():.1f} +- {r.std():.1f} "
              f"over {_count(len(r), 'seed')}")
-    records = load_runs([Path(cfg.run_dir) for _, _, cfg in cells], labels=[method for _, method, _ in cells])
+    records = load_runs([Path(cfg.run_dir) for _, _, cfg in cells], labels=[method for _, method, _ in cells],
+                        score=grid.score)
     return report(records, grid.out, grid.steps, grid.reps, methods=grid.methods, grid=grid, echo=echo)
 
 
@@ -325,11 +335,11 @@ def report(records: Sequence[RunRecord], out: str | Path, budgets: Sequence[int]
 
 
 def report_runs(paths: Sequence[str | Path], out: str | Path, budgets: Sequence[int] | None = None,
-                reps: int = DEFAULT_REPS, echo: Callable[[str], None] = print) -> list[dict]:
+                reps: int = DEFAULT_REPS, echo: Callable[[str], None] = print, score: str = "return_mean") -> list[dict]:
     """Report on finished run directories (or folders of them) without training anything."""
     from replaylab.analysis.aggregate import find_run_dirs
 
-    records = load_runs(find_run_dirs(paths))
+    records = load_runs(find_run_dirs(paths), score=score)
     return report(records, out, budgets, reps, echo=echo)
 
 

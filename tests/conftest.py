@@ -66,3 +66,23 @@ def progress_without_wall_clock(run_dir: str | Path) -> list[str]:
     header = lines[0].split(",")
     drop = {i for i, name in enumerate(header) if name in ("wall_time", "sps") or name.startswith("time_")}
     return [",".join(x for i, x in enumerate(line.split(",")) if i not in drop) for line in lines]
+
+
+def kill_after_checkpoint(run: dict, step: int, delay: float = 0.0, timeout: float = 240) -> Path:
+    """Start ``replaylab train`` on ``run`` in a subprocess, SIGKILL it ``delay`` seconds
+    after its step-``step`` checkpoint appears; returns the checkpoints folder."""
+    import os
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "replaylab.cli", "train", *overrides(run)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ckpts = Path(run["run_dir"]) / "checkpoints"
+    deadline = time.time() + timeout
+    while time.time() < deadline and not (ckpts / f"step_{step:010d}").exists():
+        time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read()
+    time.sleep(delay)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return ckpts

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +14,7 @@ from replaylab.inference.cemrl import CEMRL, split_of
 from replaylab.inference.window import push
 from replaylab.replay.storage import Transition
 from replaylab.replay.tasks import window_context
-from tests.conftest import checkpoint_arrays, cli, overrides, progress_without_wall_clock
+from tests.conftest import checkpoint_arrays, cli, kill_after_checkpoint, overrides, progress_without_wall_clock
 
 CEMRL_RUN = {"env": "meta:toy1d", "inference": "cemrl", "total_steps": 900, "warmup_steps": 300,
              "eval_interval": 450, "checkpoint_interval": 0, "buffer_size": 3000, "batch_size": 32, "meta_batch": 4,
@@ -133,18 +127,9 @@ def test_cemrl_resumes_bit_identically_after_sigkill_inside_an_encoder_phase(tmp
     ref = {**cfg, "run_dir": str(tmp_path / "ref")}
     assert cli("train", *overrides(ref), timeout=600).returncode == 0
     run = {**cfg, "run_dir": str(tmp_path / "run")}
-    proc = subprocess.Popen([sys.executable, "-m", "replaylab.cli", "train", *overrides(run)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    ckpts = Path(run["run_dir"]) / "checkpoints"
-    deadline = time.time() + 300
-    while time.time() < deadline and not (ckpts / "step_0000000300").exists():
-        time.sleep(0.05)
-        assert proc.poll() is None, proc.stderr.read()
     # phases run at steps 299, 599, ...; each takes seconds, the 300 steps between them well
     # under one, so a second after the step-300 checkpoint the phase at 599 is running
-    time.sleep(1.0)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    ckpts = kill_after_checkpoint(run, 300, delay=1.0, timeout=300)
     assert not (ckpts / "step_0000000600").exists(), "the kill came too late to land inside the phase"
     r = cli("resume", run["run_dir"], timeout=600)
     assert r.returncode == 0, r.stderr

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import jax
@@ -22,7 +17,7 @@ from replaylab.replay.sampler import ReplaySpec
 from replaylab.replay.tasks import MultiTask, TaskPool, recent_context, window_context
 from replaylab.training.schedule import TaskSchedule
 from replaylab.errors import RunError
-from tests.conftest import checkpoint_arrays, cli, overrides, progress_without_wall_clock
+from tests.conftest import checkpoint_arrays, cli, kill_after_checkpoint, overrides, progress_without_wall_clock
 from tests.test_cli_and_logs import _tensorboard_tags
 
 META = {"env": "meta:point-robot", "inference": "pearl", "total_steps": 800, "warmup_steps": 200,
@@ -212,15 +207,7 @@ def test_meta_run_resumes_bit_identically_after_sigkill(tmp_path):
     ref = {**cfg, "run_dir": str(tmp_path / "ref")}
     assert cli("train", *overrides(ref)).returncode == 0
     run = {**cfg, "run_dir": str(tmp_path / "run")}
-    proc = subprocess.Popen([sys.executable, "-m", "replaylab.cli", "train", *overrides(run)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    ckpts = Path(run["run_dir"]) / "checkpoints"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (ckpts / "step_0000000400").exists():
-        time.sleep(0.05)
-        assert proc.poll() is None, proc.stderr.read()
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    ckpts = kill_after_checkpoint(run, 400)
     assert not (ckpts / "step_0000001200").exists()
     r = cli("resume", run["run_dir"])
     assert r.returncode == 0, r.stderr

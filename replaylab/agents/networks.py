@@ -18,7 +18,7 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
 @jax.custom_vjp
-def _add_bias(x: jax.Array, b: jax.Array) -> jax.Array:
+def add_bias(x: jax.Array, b: jax.Array) -> jax.Array:
     return x + b
 
 
@@ -34,7 +34,7 @@ def _add_bias_bwd(batch_shape, g):
     return g, jnp.tensordot(ones, g, axes=len(batch_shape))
 
 
-_add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
+add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
 
 
 def orthogonal(scale: float = 1.0) -> nn.initializers.Initializer:
@@ -84,8 +84,8 @@ class Dense(nn.Module):
         if self.features == 1:
             kernel = jnp.concatenate([kernel, jnp.zeros_like(kernel)], 1)
             bias = jnp.concatenate([bias, jnp.zeros_like(bias)])
-            return _add_bias(x @ kernel, bias)[..., :1]
-        return _add_bias(x @ kernel, bias)
+            return add_bias(x @ kernel, bias)[..., :1]
+        return add_bias(x @ kernel, bias)
 
 
 class MLP(nn.Module):

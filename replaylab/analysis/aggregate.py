@@ -120,8 +120,9 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
     return list(unique.values())
 
 
-def load_run(run_dir: str | Path) -> RunRecord:
-    """Read config.json and progress.csv of one run directory."""
+def load_run(run_dir: str | Path, score: str = "return_mean") -> RunRecord:
+    """Read config.json and progress.csv of one run directory; its curves are of the
+    progress.csv column ``score``."""
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
@@ -141,10 +142,10 @@ def load_run(run_dir: str | Path) -> RunRecord:
         raise ConfigError(f"run {run_dir}: progress.csv cannot be read ({e})") from None
     curves: dict[int, list[tuple[int, float]]] = {}
     for i, r in enumerate(rows):
-        step, seed, ret = r.get("env_step"), r.get("seed"), r.get("return_mean")
+        step, seed, ret = r.get("env_step"), r.get("seed"), r.get(score)
         if not isinstance(step, int) or not isinstance(seed, int) or not isinstance(ret, (int, float)):
             raise ConfigError(f"run {run_dir}: progress.csv row {i + 2} lacks a numeric env_step, seed or "
-                              "return_mean")
+                              f"{score}")
         curves.setdefault(seed, []).append((step, float(ret)))
     if not curves:
         raise ConfigError(f"run {run_dir}: progress.csv has no evaluations yet")
@@ -162,11 +163,11 @@ def label_methods(records: Sequence[RunRecord]) -> None:
 
 
 def load_runs(run_dirs: Iterable[str | Path], warn: Callable[[str], None] | None = None,
-              labels: Sequence[str] | None = None) -> list[RunRecord]:
+              labels: Sequence[str] | None = None, score: str = "return_mean") -> list[RunRecord]:
     """Load and label run directories (``labels``, or by ``label_methods``); warn about
     unfinished runs and about pooling runs whose settings differ beyond their seeds."""
     warn = warn or _stderr
-    records = [load_run(d) for d in run_dirs]
+    records = [load_run(d, score) for d in run_dirs]
     if not records:
         raise ConfigError("no run directories to compare")
     label_methods(records)

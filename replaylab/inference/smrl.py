@@ -58,7 +58,7 @@ import jax.numpy as jnp
 import optax
 
 from replaylab.agents.base import Net, apply_grads, batch_mean, new_net
-from replaylab.agents.networks import MLP, Dense, _add_bias  # the bias with a dot gradient
+from replaylab.agents.networks import MLP, Dense, add_bias
 from replaylab.inference.window import WindowInference, push
 from replaylab.params import opt
 from replaylab.replay.storage import Transition
@@ -129,11 +129,11 @@ class MaskedGRU(nn.Module):
             w_h = self.param(f"w_h_{layer}", init, (H, 3 * H))
             b_h = self.param(f"b_h_{layer}", init, (3 * H,))
             # the input's part of the gates, for all steps at once
-            gx = _add_bias(seq.reshape((T * N, -1)) @ w_in, b_in).reshape((T, N, 3 * H))
+            gx = add_bias(seq.reshape((T * N, -1)) @ w_in, b_in).reshape((T, N, 3 * H))
 
             def step(h, inp, w_h=w_h, b_h=b_h):
                 g, keep = inp
-                gh = _add_bias(h @ w_h, b_h)
+                gh = add_bias(h @ w_h, b_h)
                 r = jax.nn.sigmoid(g[:, :H] + gh[:, :H])
                 u = jax.nn.sigmoid(g[:, H:2 * H] + gh[:, H:2 * H])
                 n = jnp.tanh(g[:, 2 * H:] + r * gh[:, 2 * H:])
