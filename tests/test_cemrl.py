@@ -127,8 +127,9 @@ def test_cemrl_resumes_bit_identically_after_sigkill_inside_an_encoder_phase(tmp
     ref = {**cfg, "run_dir": str(tmp_path / "ref")}
     assert cli("train", *overrides(ref), timeout=600).returncode == 0
     run = {**cfg, "run_dir": str(tmp_path / "run")}
-    # phases run at steps 299, 599, ...; each takes seconds, the 300 steps between them well
-    # under one, so a second after the step-300 checkpoint the phase at 599 is running
+    # phases run at steps 299, 300, 600, ... (each before that step's checkpoint) and take
+    # seconds, the 300 steps between them well under one: a second after the step-300
+    # checkpoint appears, the phase at step 600 is running
     ckpts = kill_after_checkpoint(run, 300, delay=1.0, timeout=300)
     assert not (ckpts / "step_0000000600").exists(), "the kill came too late to land inside the phase"
     r = cli("resume", run["run_dir"], timeout=600)

@@ -107,7 +107,7 @@ class HostState:
 @dataclass(frozen=True)
 class Upkeep:
     """A job between environment steps: ``job(state) -> (state, metrics)`` just before the
-    first update and every ``every`` environment steps after that."""
+    first update and at every multiple of ``every`` environment steps after it."""
 
     name: str
     every: int
@@ -115,7 +115,7 @@ class Upkeep:
 
     def due(self, env_step: int, warmup_steps: int) -> bool:
         first = max(warmup_steps - 1, 1)
-        return env_step >= first and (env_step - first) % self.every == 0
+        return env_step == first or (env_step > first and env_step % self.every == 0)
 
 
 class Trainer:
