@@ -57,6 +57,14 @@ class Toy1D(PointMass):
     response = ("position", lambda obs, info: info[..., 0], 0)
 
 
+@register("toy1d-onesided", num_train=100, num_test=25, episode_length=100)
+class Toy1DOneSided(Toy1D):
+    """SMRL's one-sided Toy1D option: goals ~ U(0, 10] only, so one step's reward says where
+    the goal is (there is no mirror-image goal); otherwise as ``toy1d``."""
+
+    param_low, param_high = 0.1, 10.0
+
+
 @register("toy2d", num_train=100, num_test=25, episode_length=100)
 class Toy2D(PointMass):
     """SMRL Toy2D (L2): s in [-10, 10]^2, |a|_2 <= 1, start 0; goal ~ U[-10, 10]^2; r = -|s' - g|_2."""
