@@ -312,7 +312,7 @@ class CEMRL(WindowInference):
         val = self.draw(storage, k_val, 4 * B, True)  # one fixed validation set per phase
 
         def block(c):
-            enc, dec, weights, best, best_val, since, steps, key, first, last = c
+            enc, dec, weights, best, best_val, since, steps, key, first = c
             key, k_block, k_train = jax.random.split(key, 3)
             s = state.replace(loss_weights=weights)
             (enc, dec), (elbo, terms) = jax.lax.scan(
@@ -320,15 +320,15 @@ class CEMRL(WindowInference):
                 jax.random.split(k_block, self.eval_interval))
             steps = steps + self.eval_interval
             vs, vr = self.errors(s, enc.params, dec.params, *val)
-            ts, tr_ = self.errors(s, enc.params, dec.params, *self.draw(storage, k_train, 4 * B, False))
-            f = jnp.array([1.0, C]) * jnp.stack([ts, tr_])
+            ts, tr = self.errors(s, enc.params, dec.params, *self.draw(storage, k_train, 4 * B, False))
+            f = jnp.array([1.0, C]) * jnp.stack([ts, tr])
             weights = f / jnp.maximum(jnp.sum(f), 1e-12)
             improved = vs + vr < best_val
-            record = jnp.stack([ts, tr_, vs, vr, jnp.mean(elbo), jnp.mean(terms["kl_z"]), jnp.mean(terms["kl_y"])])
+            record = jnp.stack([ts, tr, vs, vr, jnp.mean(elbo), jnp.mean(terms["kl_z"]), jnp.mean(terms["kl_y"])])
             best = jax.tree.map(lambda n, o: jnp.where(improved, n, o), (enc.params, dec.params, record), best)
             first = jnp.where(steps == self.eval_interval, jnp.mean(elbo), first)
             return (enc, dec, weights, best, jnp.where(improved, vs + vr, best_val),
-                    jnp.where(improved, 0, since + self.eval_interval), steps, key, first, jnp.mean(elbo))
+                    jnp.where(improved, 0, since + self.eval_interval), steps, key, first)
 
         def going(c):
             since, steps = c[5], c[6]
@@ -336,8 +336,8 @@ class CEMRL(WindowInference):
 
         start = (state.encoder, state.decoder, state.loss_weights,
                  (state.encoder.params, state.decoder.params, jnp.zeros(7)), jnp.asarray(jnp.inf),
-                 jnp.asarray(0), jnp.asarray(0), k_loop, jnp.asarray(0.0), jnp.asarray(0.0))
-        enc, dec, weights, (best_enc, best_dec, rec), _, _, steps, _, first, _ = jax.lax.while_loop(going, block, start)
+                 jnp.asarray(0), jnp.asarray(0), k_loop, jnp.asarray(0.0))
+        enc, dec, weights, (best_enc, best_dec, rec), _, _, steps, _, first = jax.lax.while_loop(going, block, start)
         state = state.replace(encoder=enc.replace(params=best_enc), decoder=dec.replace(params=best_dec),
                               loss_weights=weights)
         metrics = dict(zip(("encoder_train_state_loss", "encoder_train_reward_loss", "encoder_val_state_loss",
