@@ -21,7 +21,6 @@ Prints a table and writes benchmarks/results/inference_cost.json.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import statistics
 import tempfile
 import time
@@ -41,7 +40,7 @@ from throughput import _timed, parse_args, report
 OBS, ACT = 20, 6  # meta:cheetah-vel
 ROWS = 100_000
 SMRL_MUJOCO = {"context_size": 50, "gru_hidden": 64, "gru_layers": 4, "decoder_sizes": (16, 16, 16),
-               "encoding": "mean_var"}
+               "encoding_mode": "mean_var"}
 
 
 def filled_storage(rows: int = ROWS, episode_length: int = 200):
