@@ -280,8 +280,7 @@ def _with_defaults(cfg: Config) -> Config:
         return cfg
     family_defaults = dict(train_tasks=family.num_train, test_tasks=family.num_test,
                            episode_length=family.episode_length)
-    method_defaults = INFERENCES[cfg.inference].meta_defaults if cfg.inference in INFERENCES else {}
-    fills = {k: v for k, v in {**META_DEFAULTS, **method_defaults, **family_defaults}.items()
+    fills = {k: v for k, v in {**META_DEFAULTS, **INFERENCES[cfg.inference].meta_defaults, **family_defaults}.items()
              if getattr(cfg, k) is None}
     return dataclasses.replace(cfg, **fills)
 

@@ -86,3 +86,35 @@ def kill_after_checkpoint(run: dict, step: int, delay: float = 0.0, timeout: flo
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     return ckpts
+
+
+def resumed_equals_uninterrupted(cfg: dict, tmp_path: Path, step: int, delay: float = 0.0,
+                                 timeout: float = 300) -> tuple[dict, dict]:
+    """Train ``cfg`` through the CLI once uninterrupted (``ref``) and once killed ``delay``
+    seconds after its step-``step`` checkpoint and resumed (``run``); assert the kill came
+    before the next checkpoint and that progress.csv and the final checkpoint's arrays are
+    the same. Returns the two run configs."""
+    ref = {**cfg, "run_dir": str(tmp_path / "ref")}
+    assert cli("train", *overrides(ref), timeout=timeout * 2).returncode == 0
+    run = {**cfg, "run_dir": str(tmp_path / "run")}
+    ckpts = kill_after_checkpoint(run, step, delay=delay, timeout=timeout)
+    assert not (ckpts / f"step_{step + cfg['checkpoint_interval']:010d}").exists(), "the kill came too late"
+    r = cli("resume", run["run_dir"], timeout=timeout * 2)
+    assert r.returncode == 0, r.stderr
+    assert progress_without_wall_clock(ref["run_dir"]) == progress_without_wall_clock(run["run_dir"])
+    xa, xb = checkpoint_arrays(ref["run_dir"]), checkpoint_arrays(run["run_dir"])
+    assert xa.keys() == xb.keys()
+    for k in xa:
+        assert np.array_equal(xa[k], xb[k], equal_nan=True), k
+    return ref, run
+
+
+# meta:toy1d-onesided (goals in (0, 10], start at 0): one step's reward tells where the goal
+# is, so online inference (SMRL, CEMRL) pays at once. On its 8 test goals the best policy that
+# ignores the task (walk to the median goal and stay) gets -194.9 per episode; multi-task SAC
+# (inference=none) with this budget gets -207 to -238; walking straight to each goal, -11.9.
+ONESIDED_BUDGET = {"env": "meta:toy1d-onesided", "seeds": 2, "total_steps": 8000, "warmup_steps": 2000,
+                   "eval_interval": 8000, "checkpoint_interval": 0, "buffer_size": 8000, "meta_batch": 8,
+                   "test_tasks": 8, "eval_train_tasks": 0, "progress_bar": False, "tensorboard": False,
+                   "agent.hidden_sizes": [64, 64], "agent.actor_lr": 1e-3, "agent.critic_lr": 1e-3,
+                   "agent.temperature_lr": 1e-3}

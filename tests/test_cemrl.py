@@ -14,7 +14,7 @@ from replaylab.inference.cemrl import CEMRL, split_of
 from replaylab.inference.window import push
 from replaylab.replay.storage import Transition
 from replaylab.replay.tasks import window_context
-from tests.conftest import checkpoint_arrays, cli, kill_after_checkpoint, overrides, progress_without_wall_clock
+from tests.conftest import ONESIDED_BUDGET, checkpoint_arrays, resumed_equals_uninterrupted
 
 CEMRL_RUN = {"env": "meta:toy1d", "inference": "cemrl", "total_steps": 900, "warmup_steps": 300,
              "eval_interval": 450, "checkpoint_interval": 0, "buffer_size": 3000, "batch_size": 32, "meta_batch": 4,
@@ -124,32 +124,15 @@ def test_cemrl_resumes_bit_identically_after_sigkill_inside_an_encoder_phase(tmp
     the resumed run redoes it from the last checkpoint: the same run, bit for bit."""
     cfg = {**CEMRL_RUN, "total_steps": 1200, "checkpoint_interval": 300, "seeds": 1,
            "inference.encoder_steps": 2000, "inference.patience": 5000}
-    ref = {**cfg, "run_dir": str(tmp_path / "ref")}
-    assert cli("train", *overrides(ref), timeout=600).returncode == 0
-    run = {**cfg, "run_dir": str(tmp_path / "run")}
     # phases run at steps 299, 300, 600, ... (each before that step's checkpoint) and take
     # seconds, the 300 steps between them well under one: a second after the step-300
     # checkpoint appears, the phase at step 600 is running
-    ckpts = kill_after_checkpoint(run, 300, delay=1.0, timeout=300)
-    assert not (ckpts / "step_0000000600").exists(), "the kill came too late to land inside the phase"
-    r = cli("resume", run["run_dir"], timeout=600)
-    assert r.returncode == 0, r.stderr
-    assert progress_without_wall_clock(ref["run_dir"]) == progress_without_wall_clock(run["run_dir"])
-    xa, xb = checkpoint_arrays(ref["run_dir"]), checkpoint_arrays(run["run_dir"])
-    assert xa.keys() == xb.keys() and any("next_z" in k for k in xa)
-    for k in xa:
-        np.testing.assert_array_equal(xa[k], xb[k], err_msg=k)
+    _, run = resumed_equals_uninterrupted(cfg, tmp_path, 300, delay=1.0)
+    assert any("next_z" in k for k in checkpoint_arrays(run["run_dir"]))
 
 
-# CEMRL on meta:toy1d-onesided (goals in (0, 10], start at 0): one step's reward tells where
-# the goal is, so online inference pays at once. On its 8 test goals the best policy that
-# ignores the task (walk to the median goal and stay) gets -194.9 per episode; multi-task SAC
-# (inference=none) with this budget gets -207 to -238; walking straight to each goal, -11.9.
-CEMRL_BUDGET = {"env": "meta:toy1d-onesided", "inference": "cemrl", "seeds": 2, "total_steps": 8000,
-                "warmup_steps": 2000, "eval_interval": 8000, "checkpoint_interval": 0, "buffer_size": 8000,
-                "batch_size": 256, "meta_batch": 8, "test_tasks": 8, "eval_train_tasks": 0, "progress_bar": False,
-                "tensorboard": False, "agent.hidden_sizes": [64, 64], "agent.actor_lr": 1e-3,
-                "agent.critic_lr": 1e-3, "agent.temperature_lr": 1e-3, "inference.every": 1000,
+# CEMRL on meta:toy1d-onesided (see ONESIDED_BUDGET for the baselines).
+CEMRL_BUDGET = {**ONESIDED_BUDGET, "inference": "cemrl", "batch_size": 256, "inference.every": 1000,
                 "inference.encoder_steps": 500}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -45,6 +46,9 @@ class FakeLearner:
     @staticmethod
     def belief_stats(b):
         return {"mean": b["n"][None].astype(jnp.float32), "var": jnp.ones((1,)), "class": b["n"] % 3}
+
+    def eval_stats(self, beliefs):
+        return jax.vmap(jax.vmap(self.belief_stats))(beliefs)
 
 
 def _envs(seeds, n, change_steps):

@@ -17,7 +17,7 @@ from replaylab.replay.sampler import ReplaySpec
 from replaylab.replay.tasks import MultiTask, TaskPool, recent_context, window_context
 from replaylab.training.schedule import TaskSchedule
 from replaylab.errors import RunError
-from tests.conftest import checkpoint_arrays, cli, kill_after_checkpoint, overrides, progress_without_wall_clock
+from tests.conftest import checkpoint_arrays, cli, resumed_equals_uninterrupted
 from tests.test_cli_and_logs import _tensorboard_tags
 
 META = {"env": "meta:point-robot", "inference": "pearl", "total_steps": 800, "warmup_steps": 200,
@@ -204,19 +204,9 @@ def test_vmapped_seeds_of_a_meta_run_equal_separate_runs(tmp_path):
 def test_meta_run_resumes_bit_identically_after_sigkill(tmp_path):
     cfg = {**META, "total_steps": 1200, "checkpoint_interval": 400, "seeds": 2, "change_steps": 7,
            "change_prob": 0.5}
-    ref = {**cfg, "run_dir": str(tmp_path / "ref")}
-    assert cli("train", *overrides(ref)).returncode == 0
-    run = {**cfg, "run_dir": str(tmp_path / "run")}
-    ckpts = kill_after_checkpoint(run, 400)
-    assert not (ckpts / "step_0000001200").exists()
-    r = cli("resume", run["run_dir"])
-    assert r.returncode == 0, r.stderr
-    assert progress_without_wall_clock(ref["run_dir"]) == progress_without_wall_clock(run["run_dir"])
+    ref, run = resumed_equals_uninterrupted(cfg, tmp_path, 400)
     assert (Path(ref["run_dir"]) / "tasks.csv").read_text() == (Path(run["run_dir"]) / "tasks.csv").read_text()
-    xa, xb = checkpoint_arrays(ref["run_dir"]), checkpoint_arrays(run["run_dir"])
-    assert xa.keys() == xb.keys() and any("belief" in k for k in xa)
-    for k in xa:
-        assert np.array_equal(xa[k], xb[k], equal_nan=True), k
+    assert any("belief" in k for k in checkpoint_arrays(run["run_dir"]))
     e = cli("eval", run["run_dir"])
     assert e.returncode == 0, e.stderr
     assert "last episode" in e.stdout and "test task" in e.stdout

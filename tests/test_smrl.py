@@ -8,12 +8,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import replaylab
+
 from replaylab.inference import INFERENCES
 from replaylab.inference.base import InferenceSpec
 from replaylab.inference.smrl import SMRL
 from replaylab.inference.window import empty_window
 from replaylab.replay.storage import Transition
 from replaylab.replay.tasks import Batch
+from tests.conftest import ONESIDED_BUDGET, checkpoint_arrays, progress_without_wall_clock, resumed_equals_uninterrupted
 
 SMALL = dict(gru_hidden=8, gru_layers=2, decoder_sizes=(8,), latent_samples=4, targets=3, context_size=4)
 
@@ -203,39 +206,19 @@ SMRL_RUN = {"env": "meta:toy1d", "inference": "smrl", "total_steps": 900, "warmu
 def test_smrl_run_resumes_bit_identically_after_sigkill(tmp_path):
     """Through the real CLI, with tasks switching inside episodes: the window beliefs, the
     encoder and decoder and their optimiser live in the checkpoint."""
-    from tests.conftest import checkpoint_arrays, cli, kill_after_checkpoint, overrides, progress_without_wall_clock
-
-    ref = {**SMRL_RUN, "run_dir": str(tmp_path / "ref")}
-    assert cli("train", *overrides(ref)).returncode == 0
-    run = {**SMRL_RUN, "run_dir": str(tmp_path / "run")}
-    ckpts = kill_after_checkpoint(run, 300)
-    assert not (ckpts / "step_0000000900").exists()
-    r = cli("resume", run["run_dir"])
-    assert r.returncode == 0, r.stderr
-    assert progress_without_wall_clock(ref["run_dir"]) == progress_without_wall_clock(run["run_dir"])
-    xa, xb = checkpoint_arrays(ref["run_dir"]), checkpoint_arrays(run["run_dir"])
-    assert xa.keys() == xb.keys() and any("window" in k for k in xa)
-    for k in xa:
-        np.testing.assert_array_equal(xa[k], xb[k], err_msg=k)
-    rows = [line.split(",") for line in progress_without_wall_clock(ref["run_dir"])]
-    header = rows[0]
+    ref, run = resumed_equals_uninterrupted(SMRL_RUN, tmp_path, 300)
+    assert any("window" in k for k in checkpoint_arrays(run["run_dir"]))
+    header = progress_without_wall_clock(ref["run_dir"])[0].split(",")
     assert {"elbo", "test_return_after_switch"} <= set(header)
 
 
-# SMRL on meta:toy1d-onesided with a small GRU (see tests/test_cemrl.py's CEMRL_BUDGET for the
-# baselines: no policy that ignores the task beats -194.9 here; the oracle gets -11.9).
-SMRL_BUDGET = {"env": "meta:toy1d-onesided", "inference": "smrl", "seeds": 2, "total_steps": 8000,
-               "warmup_steps": 2000, "eval_interval": 8000, "checkpoint_interval": 0, "buffer_size": 8000,
-               "batch_size": 128, "meta_batch": 8, "test_tasks": 8, "eval_train_tasks": 0, "progress_bar": False,
-               "tensorboard": False, "agent.hidden_sizes": [64, 64], "agent.actor_lr": 1e-3,
-               "agent.critic_lr": 1e-3, "agent.temperature_lr": 1e-3, "inference.encoding_mode": "mean",
+# SMRL on meta:toy1d-onesided with a small GRU (see ONESIDED_BUDGET for the baselines).
+SMRL_BUDGET = {**ONESIDED_BUDGET, "inference": "smrl", "batch_size": 128, "inference.encoding_mode": "mean",
                "inference.latent_samples": 4, "inference.lr": 1e-3, "inference.gru_hidden": 16,
                "inference.gru_layers": 2, "inference.context_size": 10, "inference.latent_dim": 2}
 
 
 def test_smrl_infers_the_goal_within_an_episode_within_the_budget(tmp_path):
-    import replaylab
-
     run = replaylab.train({**SMRL_BUDGET, "run_dir": str(tmp_path / "smrl")})
     final = [r["return_mean"] for r in run.progress if r["env_step"] == 8000]
     assert np.mean(final) >= -180, final  # measured -157 and -94; no task-agnostic policy beats -194.9

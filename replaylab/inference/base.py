@@ -27,7 +27,8 @@ Methods that train their encoder apart from the RL losses (CEMRL) also use:
 - two upkeep jobs that the loop runs every ``phase_every`` environment steps (and once
   before the first update), between environment steps, like the sampler's refresh:
   ``encoder_phase(state, storage, key) -> (state, metrics)`` and
-  ``relabel(state, storage) -> storage``.
+  ``relabel(state, storage, belief) -> (storage, belief)`` (the acting belief is
+  re-encoded too, so what ``annotate`` stores next is the new encoder's).
 
 ``meta_defaults`` overrides the episode schedule's defaults (no exploration episodes for
 online adaptation); with ``split_batch`` a batch is ``batch_size`` rows in all, spread
@@ -112,5 +113,5 @@ class Inference:
     def encoder_phase(self, state, storage, key: jax.Array):
         return state, {}
 
-    def relabel(self, state, storage):
-        return storage
+    def relabel(self, state, storage, belief):
+        return storage, belief

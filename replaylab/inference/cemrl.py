@@ -69,7 +69,7 @@ from replaylab.agents.networks import MLP
 from replaylab.inference.window import WindowBelief, WindowInference
 from replaylab.params import opt
 from replaylab.replay.storage import Storage, Transition
-from replaylab.replay.tasks import window_context
+from replaylab.replay.tasks import window_context, window_rows
 
 MIN_VAR = 1e-7
 
@@ -242,10 +242,9 @@ class CEMRL(WindowInference):
         return {"z": ((self.latent_dim,), jnp.float32), "next_z": ((self.latent_dim,), jnp.float32)}
 
     def annotate(self, state, before: WindowBelief, after: WindowBelief, tr: Transition) -> Transition:
-        """Store the z of the window before the step (re-encoded with the current encoder,
-        which may have changed since the policy acted) and after it."""
-        z = self._encode(state, before.window, before.mask, before.key).z
-        return tr.replace(extra={**tr.extra, "z": z, "next_z": after.z})
+        """Store the z of the window before the step and after it (both the current
+        encoder's: ``relabel`` re-encodes the belief when the encoder changes)."""
+        return tr.replace(extra={**tr.extra, "z": before.z, "next_z": after.z})
 
     def condition(self, state, batch, key):
         d = batch.data
@@ -360,25 +359,24 @@ class CEMRL(WindowInference):
         return (apply_grads(enc, g_enc, self._tx), apply_grads(dec, g_dec, self._tx)), (-loss, terms)
 
     # -- relabelling ------------------------------------------------------------------------------
-    def relabel(self, state: CEMRLState, storage: Storage) -> Storage:
-        """z and next z of every stored row, chunk by chunk (see the module docstring)."""
+    def relabel(self, state: CEMRLState, storage: Storage, belief: WindowBelief):
+        """z and next z of every stored row, chunk by chunk (see the module docstring), and
+        the acting belief's z, all with the new encoder."""
         cap, T = storage.capacity, self.context_size
         n = min(self.relabel_chunk, cap)
         d = storage.data
         params = state.encoder.params
-        back = jnp.arange(T, 0, -1)  # the window before row r: r - T .. r - 1
 
         def chunk(c, extra):
             start = jnp.minimum(c * n, cap - n)
             rows = start + jnp.arange(n)
-            span = (start - T + jnp.arange(n + T)) % cap  # rows whose factors the chunk's windows use
+            first = start - T
+            span = (first + jnp.arange(n + T)) % cap  # rows whose factors the chunk's windows use
             probs, precision, weighted = self.factors(params, state.stats, jax.tree.map(lambda x: x[span], d))
 
-            def windowed(offset):  # offset 0: the window before the row; 1: the one ending with it
-                pos = jnp.arange(n)[:, None] + T - back[None, :] + offset  # index into span
-                prev = span[pos]
-                ok = (d.episode[prev] == d.episode[rows][:, None]) & \
-                    (d.step[prev] == d.step[rows][:, None] - back[None, :] + offset)
+            def windowed(shift):  # 0: the window before the row; 1: the one ending with it
+                prev, ok = window_rows(storage, rows, T, shift)
+                pos = (prev - first) % cap  # where those rows' factors are in span
                 m = ok.astype(jnp.float32)
                 q, mean, var = self.fuse(jnp.einsum("nt,ntk->nk", m, probs[pos]),
                                          jnp.einsum("nt,ntkl->nkl", m, precision[pos]),
@@ -392,7 +390,7 @@ class CEMRL(WindowInference):
 
         chunks = (storage.size + n - 1) // n
         extra = jax.lax.fori_loop(0, chunks, chunk, d.extra)
-        return storage.replace(data=d.replace(extra=extra))
+        return storage.replace(data=d.replace(extra=extra)), self._encode(state, belief.window, belief.mask, belief.key)
 
 
 def feature_stats(storage: Storage) -> Stats:

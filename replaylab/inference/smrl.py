@@ -59,7 +59,7 @@ import optax
 
 from replaylab.agents.base import Net, apply_grads, batch_mean, new_net
 from replaylab.agents.networks import MLP, Dense, add_bias
-from replaylab.inference.window import WindowInference, push
+from replaylab.inference.window import WindowInference, core, push
 from replaylab.params import opt
 from replaylab.replay.storage import Transition
 
@@ -80,12 +80,6 @@ def _sum_last(x: jax.Array) -> jax.Array:
 def gaussian_log_prob(x: jax.Array, mean: jax.Array, var: jax.Array) -> jax.Array:
     """log N(x; mean, diag(var)), summed over the last axis."""
     return _sum_last(-0.5 * ((x - mean) ** 2 / var + jnp.log(var) + LOG_2PI))
-
-
-def core(tr: Transition) -> Transition:
-    """The transition without its extra columns."""
-    return Transition(obs=tr.obs, action=tr.action, reward=tr.reward, next_obs=tr.next_obs,
-                      terminated=tr.terminated, episode=tr.episode, step=tr.step)
 
 
 def features(tr: Transition) -> jax.Array:

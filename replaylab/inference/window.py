@@ -46,11 +46,15 @@ def empty_window(size: int, obs_dim: int, act_dim: int) -> tuple[Transition, jax
     return window, jnp.zeros((size,), bool)
 
 
+def core(tr: Transition) -> Transition:
+    """The transition without its extra columns (a window holds only these)."""
+    return Transition(obs=tr.obs, action=tr.action, reward=tr.reward, next_obs=tr.next_obs,
+                      terminated=tr.terminated, episode=tr.episode, step=tr.step)
+
+
 def push(window: Transition, mask: jax.Array, tr: Transition) -> tuple[Transition, jax.Array]:
     """Drop the oldest entry, append ``tr`` (its extra columns are not part of a window)."""
-    tr = Transition(obs=tr.obs, action=tr.action, reward=tr.reward, next_obs=tr.next_obs,
-                    terminated=tr.terminated, episode=tr.episode, step=tr.step)
-    window = jax.tree.map(lambda w, x: jnp.concatenate([w[1:], jnp.asarray(x, w.dtype)[None]]), window, tr)
+    window = jax.tree.map(lambda w, x: jnp.concatenate([w[1:], jnp.asarray(x, w.dtype)[None]]), window, core(tr))
     return window, jnp.concatenate([mask[1:], jnp.ones((1,), bool)])
 
 

@@ -209,12 +209,19 @@ def recent_context(s: TaskIndexState, storage: Storage, tasks: jax.Array, size: 
     return gather(storage, rows), jnp.broadcast_to((n > 0)[:, None], rows.shape)
 
 
-def window_context(storage: Storage, rows: jax.Array, size: int):
-    """The ``size`` transitions before each row in its episode (oldest first); rows before
-    the episode start (or already overwritten) are masked out."""
-    cap = storage.capacity
-    back = jnp.arange(size, 0, -1)
-    prev = (rows[:, None] - back[None, :]) % cap
+def window_rows(storage: Storage, rows: jax.Array, size: int, shift: int = 0) -> tuple[jax.Array, jax.Array]:
+    """Ring rows (n, size) of the ``size`` transitions before each row in its episode,
+    oldest first (``shift=1``: the window that ends with the row itself), and which of them
+    are real: rows before the episode start, or already overwritten, are not."""
+    back = jnp.arange(size, 0, -1) - shift
+    prev = (rows[:, None] - back[None, :]) % storage.capacity
     d = storage.data
     ok = (d.episode[prev] == d.episode[rows][:, None]) & (d.step[prev] == d.step[rows][:, None] - back[None, :])
+    return prev, ok
+
+
+def window_context(storage: Storage, rows: jax.Array, size: int):
+    """The ``size`` transitions before each row in its episode (oldest first), and the mask
+    of the real ones (``window_rows``)."""
+    prev, ok = window_rows(storage, rows, size)
     return gather(storage, prev), ok

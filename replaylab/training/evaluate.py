@@ -25,7 +25,6 @@ time-response plot.
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -75,19 +74,7 @@ class EvalResult:
     after_switch: np.ndarray  # return from the first switch on (0 without one)
     switched: np.ndarray  # bool: the episode's task switched
     trace: Trace | None = None
-
-
-_STATS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _traced_stats(learner):
-    """One compiled call per learner: belief_stats of seed 0's beliefs at the given indices."""
-    fn = _STATS.get(learner)
-    if fn is None:
-        stats = learner.inference.belief_stats
-        fn = jax.jit(lambda beliefs, idx: jax.vmap(stats)(jax.tree.map(lambda x: x[0, idx], beliefs)))
-        _STATS[learner] = fn
-    return fn
+    stats: dict | None = None  # the final beliefs' z statistics (``belief_stats``), (seeds, environments, ...)
 
 
 def evaluate(learner, state, envs: list[list[Env]], seeds: list[int], round_: int, tasks: Sequence[int] | None = None,
@@ -107,7 +94,7 @@ def evaluate(learner, state, envs: list[list[Env]], seeds: list[int], round_: in
     tracks_belief = bool(jax.tree.leaves(beliefs))
     traced = [int(j) for j in trace if getattr(envs[0][j], "response", None) is not None]
     rec = {j: {"response": [], "target": [], "task": [], "mean": [], "class": []} for j in traced}
-    stats_fn = _traced_stats(learner) if traced and tracks_belief else None
+    stats_fn = learner.eval_stats if traced and tracks_belief else None
     for k in range(episodes):
         extra = (k,) if k else ()  # the first episode's seeds are those of single-episode evaluation
         obs = np.stack([[envs[i][j].reset(episode_seed(seeds[i], EVAL_STREAM, round_, j, *extra), int(tasks[j]),
@@ -121,7 +108,7 @@ def evaluate(learner, state, envs: list[list[Env]], seeds: list[int], round_: in
             on_frame(envs[0][0].render())
         for _ in range(MAX_EVAL_STEPS):
             actions = np.asarray(learner.policy(state, beliefs, obs))
-            next_obs, rewards = obs.copy(), np.zeros((S, N), np.float32)
+            next_obs, rewards, terminals = obs.copy(), np.zeros((S, N), np.float32), np.zeros((S, N), bool)
             stepped = active.copy()
             for i, j in zip(*np.nonzero(stepped)):
                 o, r, terminated, truncated, ex = envs[i][j].step(actions[i, j])
@@ -135,28 +122,29 @@ def evaluate(learner, state, envs: list[list[Env]], seeds: list[int], round_: in
                     rec[j]["response"].append(float(fn(o, ex["info"])))
                     rec[j]["task"].append(int(task))
                     rec[j]["target"].append(float(envs[0][j].tasks.params[int(task), p]))
-                next_obs[i, j], rewards[i, j] = o, r
+                next_obs[i, j], rewards[i, j], terminals[i, j] = o, r, terminated
                 if terminated or truncated:
                     active[i, j] = False
             if tracks_belief:
                 tr = Transition(obs=obs, action=actions, reward=rewards, next_obs=next_obs,
-                                terminated=np.zeros((S, N), bool), episode=np.zeros((S, N), np.int32),
+                                terminated=terminals, episode=np.zeros((S, N), np.int32),
                                 step=np.zeros((S, N), np.int32))
                 beliefs = learner.eval_observe(state, beliefs, tr, stepped)
                 if tracing and stats_fn is not None:
-                    stats = stats_fn(beliefs, np.asarray(traced))
-                    mean, cls = np.asarray(stats.get("mean", np.zeros((len(traced), 0)))), stats.get("class")
+                    stats = {k: np.asarray(v)[0, traced] for k, v in stats_fn(beliefs).items()}
+                    mean, cls = stats.get("mean", np.zeros((len(traced), 0))), stats.get("class")
                     for n, j in enumerate(traced):
                         if stepped[0, j]:
                             rec[j]["mean"].append(mean[n])
                             if cls is not None:
-                                rec[j]["class"].append(int(np.asarray(cls)[n]))
+                                rec[j]["class"].append(int(cls[n]))
             obs = next_obs
             if on_frame is not None and active[0, 0]:
                 on_frame(envs[0][0].render())
             if not active.any():
                 break
-    result = EvalResult(returns, beliefs, before, after, switched)
+    stats = {k: np.asarray(v) for k, v in learner.eval_stats(beliefs).items()} if tracks_belief else None
+    result = EvalResult(returns, beliefs, before, after, switched, stats=stats)
     if traced:
         label, _, p = envs[0][traced[0]].response
         has_z, has_class = stats_fn is not None and rec[traced[0]]["mean"], bool(rec[traced[0]]["class"])
@@ -205,10 +193,8 @@ class AdaptationEval:
 
     columns: tuple[str, ...] = ("test_return_first", "test_return_last", "train_return_first", "train_return_last")
 
-    def __init__(self, task_set, train_sample: int, episodes: int, prior_episodes: int, belief_stats=None,
-                 switches: bool = False):
-        """``belief_stats(belief) -> {"mean", "var"[, "class"]}`` of z, for the encodings plots."""
-        self.task_set, self.belief_stats = task_set, belief_stats
+    def __init__(self, task_set, train_sample: int, episodes: int, prior_episodes: int, switches: bool = False):
+        self.task_set = task_set
         self.switches = bool(switches)
         if self.switches:
             self.columns = type(self).columns + SWITCH_COLUMNS
@@ -263,14 +249,11 @@ class AdaptationEval:
         title = f"seed {self.seeds[0]}"
         if result.trace is not None:
             response_figure(self.run_dir / "response" / name, result.trace, self.tasks, title)
-        beliefs = result.beliefs
-        if self.belief_stats is None or not jax.tree.leaves(beliefs):
-            return
-        stats = jax.vmap(jax.vmap(self.belief_stats))(beliefs)
-        if "mean" not in stats:
+        stats = result.stats
+        if not stats or "mean" not in stats:
             return
         n = self.num_test
-        mean, var = np.asarray(stats["mean"])[0, :n], np.asarray(stats["var"])[0, :n]
-        classes = np.asarray(stats["class"])[0, :n] if "class" in stats else None
+        mean, var = stats["mean"][0, :n], stats["var"][0, :n]
+        classes = stats["class"][0, :n] if "class" in stats else None
         encodings_figure(self.run_dir / "encodings" / name, self.task_set.names, self.task_set.params[self.tasks[:n]],
                          mean, np.sqrt(var), title, classes=classes)

@@ -113,6 +113,8 @@ class Learner:
         self.policy = jax.jit(jax.vmap(self._policy_one))
         self.eval_observe = jax.jit(jax.vmap(self._eval_observe_one))
         self.eval_begin = jax.jit(jax.vmap(self._eval_begin_one))
+        # z statistics of (seeds, episodes) beliefs, for plots (only with inference: vmap needs arrays)
+        self.eval_stats = jax.jit(jax.vmap(jax.vmap(self.inference.belief_stats)))
         self.refresh = jax.jit(self._refresh_seeds, donate_argnums=0)
         self.encoder_phase = jax.jit(self._encoder_phase_seeds, donate_argnums=0)
         self.relabel = jax.jit(self._relabel_seeds, donate_argnums=0)
@@ -280,5 +282,6 @@ class Learner:
         return state.replace(inference=inference_state, key=key), metrics
 
     def _relabel_seeds(self, state: SeedState):
-        storage = jax.lax.map(lambda args: self.inference.relabel(*args), (state.inference, state.storage))
-        return state.replace(storage=storage)
+        storage, belief = jax.lax.map(lambda args: self.inference.relabel(*args),
+                                      (state.inference, state.storage, state.belief))
+        return state.replace(storage=storage, belief=belief)

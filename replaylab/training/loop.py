@@ -82,7 +82,7 @@ class HostState:
     csv_rows: int = 0
     wall_time: float = 0.0
 
-    COUNTERS = ("env_step", "updates", "resets_done", "eval_round", "csv_rows", "wall_time", "phase_metrics")
+    COUNTERS = ("env_step", "updates", "resets_done", "eval_round", "csv_rows", "wall_time")
 
     def to_checkpoint(self) -> tuple[dict[str, np.ndarray], dict]:
         S, A = self.pending.shape
@@ -93,15 +93,15 @@ class HostState:
                 actions[i, : len(acts)] = np.stack(acts)
         arrays = dict(obs=self.obs, pending=self.pending, episode=self.episode, ep_step=self.ep_step,
                       ep_return=self.ep_return, ep_actions=actions, last_train_return=self.last_train_return)
-        return arrays, {k: getattr(self, k) for k in self.COUNTERS}
+        return arrays, {**{k: getattr(self, k) for k in self.COUNTERS}, "phase_metrics": self.phase_metrics}
 
     @classmethod
     def from_checkpoint(cls, arrays: dict[str, np.ndarray], meta: dict) -> "HostState":
         ep_actions = [list(arrays["ep_actions"][i, : int(n)]) for i, n in enumerate(arrays["ep_step"])]
         return cls(obs=arrays["obs"], pending=arrays["pending"], episode=arrays["episode"],
                    ep_step=arrays["ep_step"], ep_return=arrays["ep_return"], ep_actions=ep_actions,
-                   last_train_return=arrays["last_train_return"],
-                   **{k: meta[k] for k in cls.COUNTERS if k in meta})
+                   last_train_return=arrays["last_train_return"], phase_metrics=meta["phase_metrics"],
+                   **{k: meta[k] for k in cls.COUNTERS})
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ class Trainer:
         self.inference = make_inference(cfg.inference, dict(cfg.inference_cfg),
                                         InferenceSpec(env.obs_dim, env.act_dim))
         self.protocol = AdaptationEval(task_set, cfg.eval_train_tasks, cfg.adapt_episodes, cfg.prior_episodes,
-                                       self.inference.belief_stats, switches=bool(cfg.change_steps)) if multi \
+                                       switches=bool(cfg.change_steps)) if multi \
             else SingleTaskEval(cfg.eval_episodes)
         self.eval_envs = [[cfg.make_env() for _ in self.protocol.tasks] for _ in self.seeds]
         self.agent = make_agent(cfg.agent, env.obs_dim + self.inference.encoding_dim, env.act_dim, cfg.agent_cfg,
