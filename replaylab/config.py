@@ -26,7 +26,7 @@ from replaylab.envs import check_env_id, is_meta, make_env
 from replaylab.errors import ConfigError
 from replaylab.inference import INFERENCES, inference_params
 from replaylab.params import opt
-from replaylab.replay.methods import SAMPLERS, sampler_params
+from replaylab.replay.methods import RELABELS, SAMPLERS, relabel_params, sampler_params
 
 
 _opt = opt
@@ -37,8 +37,11 @@ class Config:
     """Everything that defines a training run."""
 
     env: str = _opt("Pendulum-v1", "Gymnasium id (Box actions), dmc:DOMAIN-TASK or meta:NAME (replaylab envs)")
-    agent: str = _opt("sac", "learning algorithm", choices=("sac", "td3", "ddpg"))
+    agent: str = _opt("sac", "learning algorithm", choices=("sac", "dsac", "td3", "ddpg"))
     replay: str = _opt("uniform", "replay method (replay.* sets its parameters)", choices=tuple(SAMPLERS))
+    relabel: str = _opt("none", "trajectory relabelling on a task distribution: hfr stores each training "
+                                "episode again, relabelled for another train task (relabel.* sets its parameters)",
+                        choices=tuple(RELABELS))
     inference: str = _opt("none", "task inference on a meta: env (inference.* sets its parameters)",
                           choices=tuple(INFERENCES))
     seed: int = _opt(0, "first seed; seeds are seed, seed+1, ...", min=0)
@@ -82,6 +85,7 @@ class Config:
     agent_cfg: AgentConfig = field(default_factory=AgentConfig)
     replay_cfg: Mapping[str, Any] = field(default_factory=dict)
     inference_cfg: Mapping[str, Any] = field(default_factory=dict)
+    relabel_cfg: Mapping[str, Any] = field(default_factory=dict)
 
     # -- derived ----------------------------------------------------------------
     @property
@@ -109,7 +113,7 @@ class Config:
             if f.name == "agent_cfg":
                 for g in dataclasses.fields(AgentConfig):
                     out[f"agent.{g.name}"] = _jsonable(getattr(self.agent_cfg, g.name))
-            elif f.name in ("replay_cfg", "inference_cfg"):
+            elif f.name in ("replay_cfg", "inference_cfg", "relabel_cfg"):
                 prefix = f.name[: -len("_cfg")]
                 for k, v in sorted(getattr(self, f.name).items()):
                     out[f"{prefix}.{k}"] = _jsonable(v)
@@ -210,7 +214,8 @@ def parse_value(text: str) -> Any:
 
 
 def _unknown(key: str) -> ConfigError:
-    known = list(TOP_FIELDS) + [f"agent.{k}" for k in AGENT_FIELDS] + ["replay.<param>", "inference.<param>"]
+    known = list(TOP_FIELDS) + [f"agent.{k}" for k in AGENT_FIELDS] + ["replay.<param>", "inference.<param>",
+                                                                             "relabel.<param>"]
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else "; run 'replaylab train --help' for the keys"
     return ConfigError(f"unknown key '{key}'{hint}")
@@ -230,7 +235,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def from_flat(flat: Mapping[str, Any]) -> Config:
     """Build and validate a Config from dotted keys (values already parsed)."""
-    top, agent, replay, inference = {}, {}, {}, {}
+    top, agent, replay, inference, relabel = {}, {}, {}, {}, {}
     for key, value in flat.items():
         if not isinstance(key, str):
             raise ConfigError(f"{key!r}: keys must be strings")
@@ -243,6 +248,8 @@ def from_flat(flat: Mapping[str, Any]) -> Config:
             replay[key[len("replay."):]] = value
         elif key.startswith("inference."):
             inference[key[len("inference."):]] = value
+        elif key.startswith("relabel."):
+            relabel[key[len("relabel."):]] = value
         elif key in TOP_FIELDS:
             top[key] = _coerce(key, value, TOP_FIELDS[key])
         elif key in ("replaylab_version", "git_commit"):
@@ -253,7 +260,9 @@ def from_flat(flat: Mapping[str, Any]) -> Config:
         agent["hidden_sizes"] = (300, 300, 300) if is_meta(top.get("env", "")) else (256, 256)
     replay = _method_params("replay", top.get("replay", "uniform"), sampler_params, replay)
     inference = _method_params("inference", top.get("inference", "none"), inference_params, inference)
-    cfg = _with_defaults(Config(**top, agent_cfg=AgentConfig(**agent), replay_cfg=replay, inference_cfg=inference))
+    relabel = _method_params("relabel", top.get("relabel", "none"), relabel_params, relabel)
+    cfg = _with_defaults(Config(**top, agent_cfg=AgentConfig(**agent), replay_cfg=replay, inference_cfg=inference,
+                                relabel_cfg=relabel))
     _check_consistency(cfg)
     return cfg
 
@@ -296,10 +305,13 @@ def _check_consistency(cfg: Config) -> None:
             if getattr(cfg, key) is not None:
                 raise ConfigError(f"{key}={show_value(getattr(cfg, key))}: only for task distributions "
                                   f"(env=meta:NAME); env={cfg.env} is a single task")
-        if cfg.inference != "none":
-            raise ConfigError(f"inference={cfg.inference}: needs a task distribution (env=meta:NAME); "
-                              f"env={cfg.env} is a single task")
+        for key in ("inference", "relabel"):
+            if getattr(cfg, key) != "none":
+                raise ConfigError(f"{key}={getattr(cfg, key)}: needs a task distribution (env=meta:NAME); "
+                                  f"env={cfg.env} is a single task")
         return
+    if cfg.relabel != "none":
+        _check_relabel(cfg)
     if not SAMPLERS[cfg.replay].multi_task_ready:
         ready = ", ".join(m for m, c in SAMPLERS.items() if c.multi_task_ready)
         raise ConfigError(f"replay={cfg.replay}: not available on task distributions yet (its index mixes "
@@ -312,6 +324,19 @@ def _check_consistency(cfg: Config) -> None:
         raise ConfigError(f"batch_size={cfg.batch_size}: with inference={cfg.inference} a batch is batch_size rows "
                           f"spread evenly over meta_batch={cfg.meta_batch} tasks; expected a multiple of meta_batch")
     cfg.make_env().close()  # the family checks its counts and switch settings
+
+
+def _check_relabel(cfg: Config) -> None:
+    from replaylab.envs.meta import FAMILIES
+
+    if cfg.inference == "pearl":
+        raise ConfigError(f"relabel={cfg.relabel}: inference=pearl is not supported (its z changes only between "
+                          "episodes, so a trajectory has no encoding of its own); use none, smrl or cemrl")
+    family = FAMILIES.get(cfg.env.split(":", 1)[1])
+    if family is not None and family.make.terminates:
+        fixed = ", ".join(f.name for f in FAMILIES.values() if not f.make.terminates)
+        raise ConfigError(f"relabel={cfg.relabel}: env={cfg.env} can end episodes early, and relabelling needs "
+                          f"fixed-length episodes; families that never terminate: {fixed}")
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
@@ -364,7 +389,8 @@ def help_table() -> str:
         key = f"agent.{name}"
         lines.append(f"  {key:<22} {show_value(defaults[key]):<14} {f.metadata['help']}{only} ({_describe(f)})")
     for kind, registry, params_of in (("replay", SAMPLERS, sampler_params),
-                                      ("inference", INFERENCES, inference_params)):
+                                      ("inference", INFERENCES, inference_params),
+                                      ("relabel", RELABELS, relabel_params)):
         for method in registry:
             for name, f in params_of(method).items():
                 key = f"{kind}.{name}"

@@ -16,7 +16,7 @@ from tests.conftest import cli
         ("replay_ratio=0", "replay_ratio=0: expected an integer >= 1"),
         ("replay_ratio=abc", "replay_ratio=abc: expected an integer >= 1"),
         ("seeds=2.5", "seeds=2.5: expected an integer >= 1"),
-        ("agent=ppo", "agent=ppo: expected one of sac, td3, ddpg"),
+        ("agent=ppo", "agent=ppo: expected one of sac, dsac, td3, ddpg"),
         ("agent.gamma=1.5", "agent.gamma=1.5: expected a number in [0.0, 1.0]"),
         ("agent.hidden_sizes=[64,x]", "agent.hidden_sizes=[64, \"x\"]: expected a list of integers >= 1"),
         ("replay_ration=8", "unknown key 'replay_ration'; did you mean 'replay_ratio'?"),

@@ -13,11 +13,13 @@ BUDGET.update({"agent.hidden_sizes": [64, 64], "agent.actor_lr": 1e-3, "agent.cr
                "agent.temperature_lr": 1e-3})
 
 
-@pytest.mark.parametrize("agent", ["sac", "td3", "ddpg"])
+@pytest.mark.parametrize("agent", ["sac", pytest.param("dsac", marks=pytest.mark.slow), "td3", "ddpg"])
 def test_agent_swings_up_pendulum(tmp_path, agent):
     run = replaylab.train({**BUDGET, "agent": agent, "run_dir": str(tmp_path / agent)})
     # random policy: about -1200; solved: about -150. "Within the budget": each seed's best
-    # evaluation. SAC must also end there; TD3 and DDPG are known to oscillate after it.
+    # evaluation. SAC must also end there; TD3 and DDPG are known to oscillate after it, and so
+    # did DSAC here (final -381 and -345 after best evaluations above the target; 265 s, so
+    # DSAC's run is in `make test-all` only).
     best = [max(r["return_mean"] for r in run.progress if r["seed"] == s) for s in (0, 1)]
     assert np.mean(best) >= -250, best
     if agent == "sac":

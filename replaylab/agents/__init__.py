@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from replaylab.agents.base import Agent
 from replaylab.agents.ddpg import DDPG
+from replaylab.agents.dsac import DSAC
 from replaylab.agents.sac import SAC
 from replaylab.agents.td3 import TD3
 from replaylab.agents.config import AgentConfig
@@ -13,11 +14,13 @@ def make_agent(name: str, obs_dim: int, act_dim: int, cfg: AgentConfig, policy_d
                obs_grad: bool = False) -> Agent:
     if name == "sac":
         return SAC(obs_dim, act_dim, cfg, policy_delay, obs_grad)
+    if name == "dsac":
+        return DSAC(obs_dim, act_dim, cfg, policy_delay, obs_grad)
     if name == "td3":
         return TD3.from_config(obs_dim, act_dim, cfg, policy_delay, obs_grad)
     if name == "ddpg":
         return DDPG.from_config(obs_dim, act_dim, cfg, policy_delay, obs_grad)
-    raise ValueError(f"agent={name}: expected one of sac, td3, ddpg")
+    raise ValueError(f"agent={name}: expected one of sac, dsac, td3, ddpg")
 
 
-__all__ = ["Agent", "SAC", "TD3", "DDPG", "make_agent"]
+__all__ = ["Agent", "SAC", "DSAC", "TD3", "DDPG", "make_agent"]

@@ -5,6 +5,7 @@ state, so the training loop can ``jit``, ``scan`` (replay ratio) and ``vmap`` (s
 
 - ``init(key) -> state``
 - ``explore(state, obs, key) -> action`` and ``act(state, obs) -> action`` (deterministic)
+- ``value(state, obs, key) -> (B,)``: the critic's value of the policy's action
 - ``update(state, batch, weights, key, step) -> (state, metrics, td_errors, obs_grad)``:
   one gradient step; ``weights`` are per-sample loss weights (PER importance weights,
   BIER likelihoods; ones by default) and ``td_errors`` feed prioritised samplers.
@@ -85,6 +86,10 @@ class Agent:
         raise NotImplementedError
 
     def update(self, state, batch, weights, key, step):
+        raise NotImplementedError
+
+    def value(self, state, obs: jax.Array, key: jax.Array) -> jax.Array:
+        """(B,) the critic's value of the policy at ``obs`` (HFR's utility)."""
         raise NotImplementedError
 
     def critic_value_and_grad(self, loss, params, obs):

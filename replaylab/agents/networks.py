@@ -124,6 +124,65 @@ class Critics(nn.Module):
         return q(jnp.concatenate([obs, action], -1))[..., 0]
 
 
+class CosineMerge(nn.Module):
+    """IQN's fraction embedding merged into the state-action features (Dabney et al., 2018):
+    h * sigmoid(W cos(pi i tau)), i = 1..E, then one Dense layer: (B, W) x (B, N) -> (B, N, width)."""
+
+    width: int
+    embedding_dim: int = 64
+    activation: str = "relu"
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, h: jax.Array, tau: jax.Array) -> jax.Array:
+        phi = jnp.cos(jnp.pi * jnp.arange(1, self.embedding_dim + 1, dtype=h.dtype) * tau[..., None])
+        e = Dense(h.shape[-1], kernel_init=orthogonal(math.sqrt(2)), name="embed")(phi)
+        if self.layer_norm:
+            e = nn.LayerNorm(name="embed_norm")(e)
+        x = Dense(self.width, kernel_init=orthogonal(math.sqrt(2)), name="dense")(h[..., None, :] * nn.sigmoid(e))
+        if self.layer_norm:
+            x = nn.LayerNorm(name="norm")(x)
+        return ACTIVATIONS[self.activation](x)
+
+
+class QuantileMLP(nn.Module):
+    """Z(x, tau): quantiles of the return at fractions tau (B, N) -> (B, N). The last hidden
+    layer is the ``CosineMerge``, so the layer names (and partial resets) match ``MLP``'s."""
+
+    hidden_sizes: Sequence[int]
+    embedding_dim: int = 64
+    activation: str = "relu"
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, tau: jax.Array) -> jax.Array:
+        *trunk, last = self.hidden_sizes
+        for i, width in enumerate(trunk):
+            x = Dense(width, kernel_init=orthogonal(math.sqrt(2)), name=f"layer_{i}")(x)
+            if self.layer_norm:
+                x = nn.LayerNorm(name=f"norm_{i}")(x)
+            x = ACTIVATIONS[self.activation](x)
+        x = CosineMerge(last, self.embedding_dim, self.activation, self.layer_norm, name=f"layer_{len(trunk)}")(x, tau)
+        return Dense(1, kernel_init=orthogonal(1.0), name=f"layer_{len(self.hidden_sizes)}")(x)[..., 0]
+
+
+class QuantileCritics(nn.Module):
+    """``num`` independent quantile critics as one batched network: output (num, B, N)."""
+
+    num: int
+    hidden_sizes: Sequence[int]
+    embedding_dim: int = 64
+    activation: str = "relu"
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, action: jax.Array, tau: jax.Array) -> jax.Array:
+        ensemble = nn.vmap(QuantileMLP, variable_axes={"params": 0}, split_rngs={"params": True},
+                           in_axes=(None, None), out_axes=0, axis_size=self.num)
+        z = ensemble(self.hidden_sizes, self.embedding_dim, self.activation, self.layer_norm, name="z")
+        return z(jnp.concatenate([obs, action], -1), tau)
+
+
 class GaussianActor(nn.Module):
     """State-dependent mean and log-std of a diagonal Gaussian, squashed by tanh when sampled."""
 

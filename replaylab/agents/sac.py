@@ -58,13 +58,16 @@ class SAC(Agent):
     def _tx(self, lr: float) -> optax.GradientTransformation:
         return optax.adam(lr)
 
+    def critic_example(self) -> tuple[jax.Array, ...]:
+        """Example inputs of the critic (one row), for initialisation."""
+        return jnp.zeros((1, self.obs_dim)), jnp.zeros((1, self.act_dim))
+
     # -- pure functions -----------------------------------------------------------
     def init(self, key: jax.Array) -> SACState:
         k_actor, k_critic = jax.random.split(key)
         obs = jnp.zeros((1, self.obs_dim))
-        act = jnp.zeros((1, self.act_dim))
         actor_params = self.actor_net.init(k_actor, obs)
-        critic_params = self.critic_net.init(k_critic, obs, act)
+        critic_params = self.critic_net.init(k_critic, *self.critic_example())
         log_alpha = jnp.log(jnp.asarray(self.cfg.init_temperature, jnp.float32))
         return SACState(
             actor=new_net(actor_params, self._tx(self.cfg.actor_lr)),
@@ -80,17 +83,22 @@ class SAC(Agent):
     def act(self, state: SACState, obs: jax.Array) -> jax.Array:
         return jnp.tanh(self.actor_net.apply(state.actor.params, obs)[0])
 
-    def update(self, state: SACState, batch, weights, key, step):
-        k_target, k_actor = jax.random.split(key)
-        gamma = self.cfg.gamma
-        alpha = jnp.exp(state.log_alpha.params)
+    def value(self, state: SACState, obs: jax.Array, key: jax.Array) -> jax.Array:
+        """(B,) the critics' value of the policy at ``obs``: min_i Q_i(s, a), a ~ pi(.|s)."""
+        mean, log_std = self.actor_net.apply(state.actor.params, obs)
+        return self.policy_q(state.critic.params, obs, sample_tanh_gaussian(mean, log_std, key)[0], key)
 
-        # 1. critic
+    def policy_q(self, critic_params, obs: jax.Array, action: jax.Array, key: jax.Array) -> jax.Array:
+        """(B,) what the actor maximises: min_i Q_i(s, a)."""
+        return self.critic_net.apply(critic_params, obs, action).min(0)
+
+    def critic_step(self, state: SACState, batch, weights, key, alpha):
+        """Step 1: (critic, loss, mean Q, per-sample |TD| for PER, d loss / d obs)."""
         mean, log_std = self.actor_net.apply(state.actor.params, batch.next_obs)
-        next_action, next_logp = sample_tanh_gaussian(mean, log_std, k_target)
+        next_action, next_logp = sample_tanh_gaussian(mean, log_std, key)
         next_q = self.critic_net.apply(state.target_critic, batch.next_obs, next_action).min(0)
         not_done = 1.0 - batch.terminated.astype(jnp.float32)
-        y = jax.lax.stop_gradient(batch.reward + gamma * not_done * (next_q - alpha * next_logp))
+        y = jax.lax.stop_gradient(batch.reward + self.cfg.gamma * not_done * (next_q - alpha * next_logp))
 
         def critic_loss(params, obs):
             q = self.critic_net.apply(params, obs, batch.action)
@@ -100,6 +108,14 @@ class SAC(Agent):
         (c_loss, (q, td)), (grads, obs_grad) = self.critic_value_and_grad(critic_loss, state.critic.params,
                                                                           batch.obs)
         critic = apply_grads(state.critic, grads, self._tx(self.cfg.critic_lr))
+        return critic, c_loss, batch_mean(q.mean(0)), jnp.abs(td).mean(0), obs_grad
+
+    def update(self, state: SACState, batch, weights, key, step):
+        k_target, k_actor = jax.random.split(key)
+        alpha = jnp.exp(state.log_alpha.params)
+
+        # 1. critic
+        critic, c_loss, q_mean, td_abs, obs_grad = self.critic_step(state, batch, weights, k_target, alpha)
         # 2. targets
         target_critic = polyak(state.target_critic, critic.params, self.cfg.tau)
 
@@ -108,7 +124,7 @@ class SAC(Agent):
             def actor_loss(params):
                 m, ls = self.actor_net.apply(params, batch.obs)
                 a, logp = sample_tanh_gaussian(m, ls, k_actor)
-                q_pi = self.critic_net.apply(critic.params, batch.obs, a).min(0)
+                q_pi = self.policy_q(critic.params, batch.obs, a, jax.random.fold_in(k_actor, 1))
                 return batch_mean(alpha * logp - q_pi), logp
 
             (a_loss, logp), g = jax.value_and_grad(actor_loss, has_aux=True)(state.actor.params)
@@ -128,14 +144,19 @@ class SAC(Agent):
 
         updated = jnp.asarray(step) % self.policy_delay == 0
         actor, log_alpha, (a_loss, entropy, t_loss) = self.every_policy_delay(step, actor_step, skip)
-        new_state = SACState(actor=actor, critic=critic, target_critic=target_critic, log_alpha=log_alpha)
+        new_state = self.after_update(state.replace(actor=actor, critic=critic, target_critic=target_critic,
+                                                    log_alpha=log_alpha))
         metrics = {
             "critic_loss": c_loss,
-            "q": batch_mean(q.mean(0)),
+            "q": q_mean,
             "actor_loss": a_loss,
             "entropy": entropy,
             "temperature": jnp.exp(log_alpha.params),
             "temperature_loss": t_loss,
             "actor_updated": updated.astype(jnp.float32),
         }
-        return new_state, metrics, jnp.abs(td).mean(0), obs_grad
+        return new_state, metrics, td_abs, obs_grad
+
+    def after_update(self, state: SACState) -> SACState:
+        """Further target updates (DSAC's target policy); none for SAC."""
+        return state

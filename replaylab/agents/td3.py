@@ -76,6 +76,10 @@ class TD3(Agent):
         noise = self.cfg.exploration_noise * jax.random.normal(key, obs.shape[:-1] + (self.act_dim,))
         return jnp.clip(self.act(state, obs) + noise, -1.0, 1.0)
 
+    def value(self, state: TD3State, obs: jax.Array, key: jax.Array) -> jax.Array:
+        """(B,) Q_1(s, mu(s)), what the actor maximises."""
+        return self.critic_net.apply(state.critic.params, obs, self.act(state, obs))[0]
+
     def update(self, state: TD3State, batch, weights, key, step):
         # 1. critic, with target policy smoothing
         next_action = self.actor_net.apply(state.target_actor, batch.next_obs)

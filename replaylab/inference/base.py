@@ -41,6 +41,7 @@ from dataclasses import dataclass, fields
 from typing import ClassVar
 
 import jax
+import jax.numpy as jnp
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,11 @@ class Inference:
 
     def columns(self) -> dict:
         return {}
+
+    def encoding_after(self, state, storage, rows: jax.Array, key: jax.Array) -> jax.Array:
+        """(n, encoding_dim): what the policy appends to s after stored ``rows`` (HFR's
+        log-partition estimate pairs start states with their episode's z)."""
+        return jnp.zeros((rows.shape[0], self.encoding_dim), jnp.float32)
 
     def annotate(self, state, before, after, tr):
         return tr

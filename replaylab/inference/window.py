@@ -24,6 +24,7 @@ from flax import struct
 
 from replaylab.inference.base import Inference
 from replaylab.replay.storage import Transition
+from replaylab.replay.tasks import window_rows
 
 
 @struct.dataclass
@@ -99,6 +100,13 @@ class WindowInference(Inference):
         """Every episode starts with an empty window (zero context): z from N(0, I)."""
         fresh = self.belief_init()
         return self._encode(state, fresh.window, fresh.mask, key)
+
+    def encoding_after(self, state, storage, rows: jax.Array, key: jax.Array) -> jax.Array:
+        """The encoding of the window that ends with each row."""
+        prev, ok = window_rows(storage, rows, self.context_size, shift=1)
+        windows = jax.tree.map(lambda x: x[prev], core(storage.data))
+        keys = jax.random.split(key, rows.shape[0])
+        return jax.vmap(lambda w, m, k: self._encode(state, w, m, k).z)(windows, ok, keys)
 
     def policy_obs(self, b: WindowBelief, obs: jax.Array) -> jax.Array:
         return jnp.concatenate([obs, jnp.broadcast_to(b.z, obs.shape[:-1] + b.z.shape)], -1)

@@ -7,8 +7,10 @@ from replaylab.replay.lcer import LCERClusterCentre, LCERRandomMember
 from replaylab.replay.mixup import Mixup
 from replaylab.replay.nmer import NMER
 from replaylab.replay.noise import Noise
+from replaylab.replay.hfr import HFR
 from replaylab.replay.per import PER
 from replaylab.replay.s4rl import S4RL
+from replaylab.replay.relabel import Relabel, RelabelSpec
 from replaylab.replay.sampler import ReplaySpec, Sampler, Uniform
 
 SAMPLERS: dict[str, type[Sampler]] = {
@@ -23,3 +25,14 @@ def sampler_params(name: str) -> dict:
 
 def make_sampler(name: str, params: dict, spec: ReplaySpec) -> Sampler:
     return SAMPLERS[name](spec=spec, **params)
+
+
+RELABELS: dict[str, type[Relabel]] = {"none": Relabel, "hfr": HFR}
+
+
+def relabel_params(name: str) -> dict:
+    return RELABELS[name].params()
+
+
+def make_relabel(name: str, params: dict, spec: RelabelSpec | None) -> Relabel:
+    return RELABELS[name](spec=spec, **params)

@@ -30,6 +30,7 @@ from flax import struct
 from replaylab.agents import Agent
 from replaylab.inference import Inference, InferenceSpec
 from replaylab.replay import storage as replay_storage
+from replaylab.replay.relabel import Relabel
 from replaylab.replay.sampler import Sampler
 from replaylab.replay.storage import Storage, Transition
 from replaylab.replay.tasks import SingleTask
@@ -47,6 +48,7 @@ class SeedState:
     tasks: Any  # the task index of a multi-task replay (() for one task)
     key: jax.Array
     first_bad_update: jax.Array  # -1 while every loss has been finite
+    relabel: Any = ()  # the trajectory relabeller's state (HFR's log-partition estimates)
 
 
 @struct.dataclass
@@ -94,9 +96,11 @@ def _stack(trees: list):
 class Learner:
     def __init__(self, agent: Agent, sampler: Sampler, *, capacity: int, replay_ratio: int,
                  batch_size: int | None = None, tasks=None, inference: Inference | None = None,
-                 columns: dict | None = None, reset_layers: int = 0, reward_scale: float = 1.0):
+                 columns: dict | None = None, reset_layers: int = 0, reward_scale: float = 1.0,
+                 relabel: Relabel | None = None):
         """``tasks`` (``replay.tasks.SingleTask`` or ``MultiTask``) says how batches are
-        drawn, by default ``batch_size`` rows of one task; ``inference`` defaults to none."""
+        drawn, by default ``batch_size`` rows of one task; ``inference`` and ``relabel``
+        default to none."""
         self.agent = agent
         self.sampler = sampler
         self.tasks = tasks if tasks is not None else SingleTask(batch_size)
@@ -106,6 +110,7 @@ class Learner:
         self.replay_ratio = replay_ratio
         self.reset_layers = reset_layers
         self.reward_scale = reward_scale
+        self.relabeller = relabel if relabel is not None else Relabel()
         self.store = jax.jit(jax.vmap(self._store_one), donate_argnums=0)
         self.update = jax.jit(jax.vmap(self._update_one, in_axes=(0, 0, None, 0)), donate_argnums=0)
         self.act = jax.jit(jax.vmap(self._act_one, in_axes=(0, 0, 0, None)), static_argnums=3, donate_argnums=0)
@@ -118,6 +123,8 @@ class Learner:
         self.refresh = jax.jit(self._refresh_seeds, donate_argnums=0)
         self.encoder_phase = jax.jit(self._encoder_phase_seeds, donate_argnums=0)
         self.relabel = jax.jit(self._relabel_seeds, donate_argnums=0)
+        self.augment = jax.jit(jax.vmap(self._augment_one), donate_argnums=0)
+        self.log_partition = jax.jit(jax.vmap(self._log_partition_one), donate_argnums=0)
         self._init_single = jax.jit(self._init_one)
         self._agent_init = jax.jit(agent.init)
         self._split_keys = jax.jit(jax.vmap(self._split_key_one), donate_argnums=0)
@@ -141,7 +148,8 @@ class Learner:
         k_inference = jax.random.fold_in(k_agent, 1)  # the agent's key stays what it was before inference existed
         return SeedState(agent=self.agent.init(k_agent), inference=self.inference.init(k_inference),
                          belief=self.inference.belief_init(), storage=storage, sampler=self.sampler.init(storage),
-                         tasks=self.tasks.init(self.capacity), key=key, first_bad_update=jnp.asarray(-1, jnp.int32))
+                         tasks=self.tasks.init(self.capacity), key=key, first_bad_update=jnp.asarray(-1, jnp.int32),
+                         relabel=self.relabeller.init() if self.relabeller.active else ())
 
     def reset(self, state: SeedState) -> SeedState:
         """Re-initialise networks and optimiser state with fresh keys; keep the replay."""
@@ -159,11 +167,15 @@ class Learner:
 
     # -- per-seed functions --------------------------------------------------------------
     def _store_one(self, s: SeedState, tr: Transition) -> SeedState:
-        row = s.storage.ptr
         belief = self.inference.observe(s.inference, s.belief, tr)
-        storage = replay_storage.add(s.storage, self.inference.annotate(s.inference, s.belief, belief, tr))
+        s = self._write_row(s, self.inference.annotate(s.inference, s.belief, belief, tr))
+        return s.replace(belief=belief)
+
+    def _write_row(self, s: SeedState, tr: Transition) -> SeedState:
+        row = s.storage.ptr
+        storage = replay_storage.add(s.storage, tr)
         return s.replace(storage=storage, sampler=self.sampler.on_add(s.sampler, storage, row),
-                         tasks=self.tasks.on_add(s.tasks, storage, row), belief=belief)
+                         tasks=self.tasks.on_add(s.tasks, storage, row))
 
     def _begin(self, s: SeedState, starts: EpisodeStarts) -> SeedState:
         """At an episode start, the belief's z for it (a new task clears the belief first)."""
@@ -285,3 +297,47 @@ class Learner:
         storage, belief = jax.lax.map(lambda args: self.inference.relabel(*args),
                                       (state.inference, state.storage, state.belief))
         return state.replace(storage=storage, belief=belief)
+
+    # -- trajectory relabelling (HFR): a relabelled copy of the episode that just ended ----
+    def _replay_episode(self, inference_state, traj: Transition, key: jax.Array):
+        """The rows ``traj`` would have been stored as (encoder columns included) and the
+        belief after it, had the acting policy seen exactly these transitions."""
+        inf = self.inference
+        begun = inf.begin_episode(inference_state, inf.belief_init(), jnp.asarray(True), jnp.asarray(True), key)
+
+        def step(before, tr):
+            after = inf.observe(inference_state, before, tr)
+            return after, inf.annotate(inference_state, before, after, tr)
+
+        final, rows = jax.lax.scan(step, begun, traj)
+        return rows, final
+
+    def _augment_one(self, s: SeedState) -> SeedState:
+        hfr = self.relabeller
+        key, k_enc, k_starts, k_value, k_choose = jax.random.split(s.key, 5)
+        traj = hfr.last_trajectory(s.storage)
+        rows, final = jax.vmap(self._replay_episode, in_axes=(None, 0, None))(s.inference, hfr.candidates(traj),
+                                                                              k_enc)
+        T, B = hfr.num_tasks, hfr.utility_batch
+        starts, _ = hfr.episode_rows(s.tasks, s.storage, k_starts, jnp.arange(T), B)
+        obs = jax.vmap(self.inference.policy_obs)(final, s.storage.data.obs[starts])  # (T, B, obs + z)
+        utility = self.agent.value(s.agent, obs.reshape(T * B, -1), k_value).reshape(T, B).mean(1)
+        has_data = self.tasks.task_rows(s.tasks, s.storage.capacity) > 0
+        task = hfr.choose(k_choose, utility, s.relabel.log_z, has_data)
+        copy = jax.tree.map(lambda x: x[task], rows)
+        copy = copy.replace(episode=jnp.full_like(copy.episode, -1) - traj.episode[0])  # a fresh id: -(e + 1)
+        s = jax.lax.scan(lambda st, tr: (self._write_row(st, tr), None), s, copy)[0]
+        same = (task == traj.extra["task"][0]).astype(jnp.int32)
+        return s.replace(key=key, relabel=s.relabel.replace(copies=s.relabel.copies + 1, same=s.relabel.same + same))
+
+    def _log_partition_one(self, s: SeedState):
+        hfr = self.relabeller
+        key, k_rows, k_enc, k_value = jax.random.split(s.key, 4)
+        T, R, B = hfr.num_tasks, hfr.log_z_draws, hfr.utility_batch
+        starts, ends = hfr.episode_rows(s.tasks, s.storage, k_rows, jnp.repeat(jnp.arange(T), R), B)
+        z = self.inference.encoding_after(s.inference, s.storage, ends.reshape(-1), k_enc)
+        obs = jnp.concatenate([s.storage.data.obs[starts.reshape(-1)], z], -1)
+        value = self.agent.value(s.agent, obs, k_value).reshape(T, R, B).mean(-1)
+        has_data = self.tasks.task_rows(s.tasks, s.storage.capacity) > 0
+        relabel = s.relabel.replace(log_z=jnp.where(has_data, hfr.log_mean_exp(value), 0.0))
+        return s.replace(key=key, relabel=relabel), hfr.metrics(relabel)

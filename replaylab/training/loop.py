@@ -38,7 +38,8 @@ from replaylab.config import Config
 from replaylab.envs import env_columns
 from replaylab.errors import RunError
 from replaylab.inference import InferenceSpec, make_inference
-from replaylab.replay.methods import make_sampler
+from replaylab.replay.methods import make_relabel, make_sampler
+from replaylab.replay.relabel import RelabelSpec
 from replaylab.replay.sampler import ReplaySpec
 from replaylab.replay.storage import Transition
 from replaylab.replay.tasks import MultiTask, SingleTask
@@ -146,18 +147,24 @@ class Trainer:
                           self.schedule.context_episodes, segments_per_task(cfg, task_set, self.schedule),
                           self.inference.context, self.inference.context_size) if multi \
             else SingleTask(cfg.batch_size)
+        relabel_spec = RelabelSpec(type(env).reward_fn, task_set.params[: task_set.num_train],
+                                   cfg.episode_length) if multi else None
+        self.relabel = make_relabel(cfg.relabel, dict(cfg.relabel_cfg), relabel_spec)
         self.learner = Learner(self.agent, self.sampler, capacity=cfg.buffer_size, replay_ratio=cfg.replay_ratio,
                                tasks=tasks, inference=self.inference, columns=env_columns(env),
-                               reset_layers=cfg.reset_layers, reward_scale=cfg.agent_cfg.reward_scale)
+                               reset_layers=cfg.reset_layers, reward_scale=cfg.agent_cfg.reward_scale,
+                               relabel=self.relabel)
         learner = self.learner
         jobs = [Upkeep("refresh", self.sampler.refresh_interval, lambda st: (learner.refresh(st), {})),
                 Upkeep("encoder", self.inference.phase_every, learner.encoder_phase),
-                Upkeep("relabel", self.inference.phase_every, lambda st: (learner.relabel(st), {}))]
+                Upkeep("relabel", self.inference.phase_every, lambda st: (learner.relabel(st), {})),
+                Upkeep("log_z", getattr(self.relabel, "log_z_every", 0), learner.log_partition)]
         self.upkeep = [job for job in jobs if job.every]
-        self.timed = ["collect", "update"] + [job.name for job in self.upkeep]  # seconds per progress row
+        self.timed = ["collect", "update"] + [job.name for job in self.upkeep] \
+            + (["augment"] if self.relabel.active else [])  # seconds per progress row
         self.columns = BASE_COLUMNS + list(self.protocol.columns) + list(self.agent.metric_names) \
             + list(self.inference.metric_names) + list(self.inference.phase_metric_names) \
-            + [f"time_{name}" for name in self.timed]
+            + list(self.relabel.metric_names) + [f"time_{name}" for name in self.timed]
         self.ckpt_root = run_dir / "checkpoints"
         self.last_checkpoint: Path | None = None
 
@@ -225,6 +232,8 @@ class Trainer:
                 h.pending = np.asarray(pending)
                 self.timers["collect"] += t1 - t0
                 self.timers["update"] += time.perf_counter() - t1
+                if self.relabel.active and h.env_step >= cfg.warmup_steps and starts.now.any():
+                    state = self._augment(state, starts.now)
                 self._check_finite(state, h)
                 state = self._upkeep(state, h)
                 if cfg.reset_interval and h.updates // cfg.reset_interval > h.resets_done:
@@ -256,9 +265,19 @@ class Trainer:
                 t = time.perf_counter()
                 state, metrics = job.job(state)
                 if metrics:
-                    h.phase_metrics = {k: np.asarray(v).tolist() for k, v in metrics.items()}
+                    h.phase_metrics = {**h.phase_metrics, **{k: np.asarray(v).tolist() for k, v in metrics.items()}}
                 jax.block_until_ready(state)
                 self.timers[job.name] += time.perf_counter() - t
+        return state
+
+    def _augment(self, state, done: np.ndarray):
+        """Store a relabelled copy of each seed's training episode that just ended."""
+        if not done.all():  # the config check admits only fixed-length episodes
+            raise RunError("relabel: episodes ended at different steps in different seeds; "
+                           "trajectory relabelling needs fixed-length episodes")
+        t = time.perf_counter()
+        state = jax.block_until_ready(self.learner.augment(state))
+        self.timers["augment"] += time.perf_counter() - t
         return state
 
     def _step_envs(self, h: HostState) -> tuple[Transition, np.ndarray, EpisodeStarts]:
@@ -353,6 +372,8 @@ def segments_per_task(cfg: Config, task_set, schedule: TaskSchedule) -> int:
     """Segments the task index remembers per task: 4x the visits an average task has in a
     full buffer (at least 16), so a task drawn unusually often keeps its older visits too."""
     visit_rows = schedule.episodes_per_visit * cfg.episode_length
+    if cfg.relabel != "none":  # a relabelled copy after every episode splits visits into episodes
+        visit_rows = cfg.episode_length
     visits = cfg.buffer_size / max(visit_rows, 1) / task_set.num_train
     return int(min(max(16, 4 * np.ceil(visits)), 4096))
 

@@ -22,6 +22,8 @@ X, Y, Z, VX, VY, ASQ, CONTACT = range(7)  # info layout
 class Ant(MujocoMetaEnv):
     """Shared ant: reward = task term (sparsified when ``radius`` is set) - ctrl - contact + 1."""
 
+    terminates = True
+
     xml = "ant.xml"
     obs_dim, act_dim, info_dim = 29, 8, 7
     vx = VX

@@ -84,6 +84,7 @@ class MetaEnv:
     action_scale: Any = 1.0  # actions in [-1, 1] are multiplied by this (symmetric bounds)
     # the time-response plot: (label, f(obs, info) -> the quantity, index of the task parameter it tracks)
     response: ClassVar[tuple[str, Callable[[Any, Any], Any], int] | None] = None
+    terminates: ClassVar[bool] = False  # can an episode end before episode_length (a fall)?
 
     def __init__(self, tasks: TaskSet, episode_length: int, change_steps: int = 0, change_prob: float = 1.0):
         if tasks.names != self.param_names:
