@@ -52,9 +52,9 @@ def test_dmrlad_resumes_exactly_and_its_copies_carry_the_real_env_rewards_of_the
     col = lambda name: x[f"state.storage.data.{name}"][0]  # noqa: E731  (seed 0)
     n = int(x["state.storage.size"][0])
     episode, step, task = col("episode")[:n], col("step")[:n], col("extra['task']")[:n]
-    copies = sorted(set(episode[episode < 0].tolist()))
+    copies = sorted(set(episode[episode < 0].tolist()), reverse=True)  # copy of episode e: id -(e + 1)
     # one copy of every training episode after the warm-up (episodes 9..29 end at steps 200..600)
-    assert [-c - 1 for c in copies] == list(range(29, 8, -1))[::-1]
+    assert [-c - 1 for c in copies] == list(range(9, 30))
     assert n == 600 + 20 * len(copies) and int(x["state.relabel.copies"][0]) == len(copies)
 
     env = from_flat(DMRLAD).make_env()
