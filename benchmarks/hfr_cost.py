@@ -3,9 +3,9 @@
 For each family and train-task count: fill a replay with random-policy episodes through
 the real loop's pieces (CEMRL + DSAC, DMRLAD's networks), then time one seed's
 
-- ``augment``: one trajectory relabelled for every train task, encoded, its utilities
+- ``relabel_episode``: one trajectory relabelled for every train task, encoded, its utilities
   at every task's start states, the choice and the copy written (per trajectory);
-- ``log_partition``: every task's log-partition estimate (once per refresh).
+- ``relabel_upkeep``: every task's log-partition estimate (once per refresh).
 
 Medians over repeats after compilation; prints a table and writes
 benchmarks/results/hfr_cost.json. Run: ``.venv/bin/python benchmarks/hfr_cost.py``.
@@ -52,12 +52,13 @@ def measure(family: str, tasks: int, episodes: int = 40, repeats: int = 5) -> di
             state, pending = trainer.learner.act(state, act_obs, starts, True)
             h.pending = np.asarray(pending)
         learner = trainer.learner
-        state, augment = timed(learner.augment, state, repeats)
-        state, log_z = timed(lambda s: learner.log_partition(s)[0], state, repeats)
+        state, augment = timed(learner.relabel_episode, state, repeats)
+        state, log_z = timed(lambda s: learner.relabel_upkeep(s)[0], state, repeats)
+    hfr, inference = trainer.relabel, trainer.inference
     return {"family": family, "train_tasks": tasks, "episode_length": cfg.episode_length,
             "augment_ms": round(1e3 * augment, 2), "augment_ms_per_task": round(1e3 * augment / tasks, 3),
-            "log_partition_ms": round(1e3 * log_z, 1), "utility_batch": 16, "log_z_draws": 20,
-            "context_size": 10}
+            "log_partition_ms": round(1e3 * log_z, 1), "utility_batch": hfr.utility_batch,
+            "log_z_draws": hfr.log_z_draws, "context_size": inference.context_size}
 
 
 def main() -> None:

@@ -329,9 +329,10 @@ def _check_consistency(cfg: Config) -> None:
 def _check_relabel(cfg: Config) -> None:
     from replaylab.envs.meta import FAMILIES
 
-    if cfg.inference == "pearl":
-        raise ConfigError(f"relabel={cfg.relabel}: inference=pearl is not supported (its z changes only between "
-                          "episodes, so a trajectory has no encoding of its own); use none, smrl or cemrl")
+    if not INFERENCES[cfg.inference].encodes_trajectories:
+        able = ", ".join(name for name, m in INFERENCES.items() if m.encodes_trajectories)
+        raise ConfigError(f"relabel={cfg.relabel}: inference={cfg.inference} is not supported (its z changes only "
+                          f"between episodes, so a trajectory has no encoding of its own); use {able}")
     family = FAMILIES.get(cfg.env.split(":", 1)[1])
     if family is not None and family.make.terminates:
         fixed = ", ".join(f.name for f in FAMILIES.values() if not f.make.terminates)

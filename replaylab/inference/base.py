@@ -67,6 +67,8 @@ class Inference:
     meta_defaults: ClassVar[dict] = {}
     split_batch: ClassVar[bool] = False
     phase_metric_names: ClassVar[tuple[str, ...]] = ()
+    # the belief after observing a trajectory encodes it (trajectory relabelling needs this)
+    encodes_trajectories: ClassVar[bool] = True
 
     @property
     def encoding_dim(self) -> int:

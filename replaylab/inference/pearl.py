@@ -86,6 +86,7 @@ class PEARL(Inference):
 
     context: ClassVar[str] = "recent"
     needs_obs_grad: ClassVar[bool] = True
+    encodes_trajectories: ClassVar[bool] = False  # z changes only between episodes
     metric_names: ClassVar[tuple[str, ...]] = ("kl", "z_mean", "z_var")
 
     @property

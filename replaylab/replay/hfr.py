@@ -43,7 +43,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from replaylab.params import opt
-from replaylab.replay.relabel import Relabel
+from replaylab.replay.relabel import Relabel, RelabelContext
 from replaylab.replay.storage import Storage, Transition
 from replaylab.replay.tasks import TaskIndexState, TaskPool
 
@@ -63,8 +63,12 @@ class HFR(Relabel):
     log_z_every: int = opt(4000, "environment steps between log-partition refreshes", min=1)
     softmax: bool = opt(True, "sample the task from softmax(U - log Z); false: take the argmax")
 
-    active: ClassVar[bool] = True
+    relabels_episodes: ClassVar[bool] = True
     metric_names: ClassVar[tuple[str, ...]] = ("hfr_copies", "hfr_same_task", "hfr_log_z")
+
+    @property
+    def upkeep_every(self) -> int:
+        return self.log_z_every
 
     @property
     def num_tasks(self) -> int:
@@ -73,6 +77,39 @@ class HFR(Relabel):
     def init(self) -> HFRState:
         zero = jnp.zeros((), jnp.int32)
         return HFRState(log_z=jnp.zeros((self.num_tasks,), jnp.float32), copies=zero, same=zero)
+
+    # -- the algorithm ------------------------------------------------------------------------
+    def episode(self, s: HFRState, storage: Storage, index: TaskIndexState, key: jax.Array,
+                ctx: RelabelContext) -> tuple[Transition, HFRState]:
+        """The relabelled copy of the episode that just ended (the last L stored rows)."""
+        k_enc, k_starts, k_value, k_choose = jax.random.split(key, 4)
+        T, B = self.num_tasks, self.utility_batch
+        traj = self.last_trajectory(storage)
+        # 1. rewards for every train task; the copy's rows and its z, as if collected so
+        rows, final = jax.vmap(ctx.replay, in_axes=(0, None))(self.candidates(traj), k_enc)
+        # 2. foresight utility at each task's start states, conditioned on that z
+        starts, _ = self.episode_rows(index, storage, k_starts, jnp.arange(T), B)
+        obs = jax.vmap(ctx.policy_obs)(final, storage.data.obs[starts])  # (T, B, obs + z)
+        utility = ctx.value(obs.reshape(T * B, -1), k_value).reshape(T, B).mean(1)
+        # 3. j ~ softmax(U - log Z)
+        task = self.choose(k_choose, utility, s.log_z, ctx.has_data)
+        # 4. the copy, as an episode of task j with a fresh id -(e + 1)
+        copy = jax.tree.map(lambda x: x[task], rows)
+        copy = copy.replace(episode=jnp.full_like(copy.episode, -1) - traj.episode[0])
+        same = (task == traj.extra["task"][0]).astype(jnp.int32)
+        return copy, s.replace(copies=s.copies + 1, same=s.same + same)
+
+    def upkeep(self, s: HFRState, storage: Storage, index: TaskIndexState, key: jax.Array,
+               ctx: RelabelContext) -> tuple[HFRState, dict]:
+        """log Z_j: log-mean-exp over draws of mean_b V(s0_b, z_b), stored episodes of task j."""
+        k_rows, k_enc, k_value = jax.random.split(key, 3)
+        T, R, B = self.num_tasks, self.log_z_draws, self.utility_batch
+        starts, ends = self.episode_rows(index, storage, k_rows, jnp.repeat(jnp.arange(T), R), B)
+        obs = jnp.concatenate([storage.data.obs[starts.reshape(-1)], ctx.encoding_after(ends.reshape(-1), k_enc)],
+                              -1)
+        value = ctx.value(obs, k_value).reshape(T, R, B).mean(-1)
+        s = s.replace(log_z=jnp.where(ctx.has_data, self.log_mean_exp(value), 0.0))
+        return s, self.metrics(s)
 
     # -- 1. the trajectory relabelled for every train task ---------------------------------
     def last_trajectory(self, storage: Storage) -> Transition:

@@ -19,6 +19,7 @@ The state is donated, so the replay storage is updated in place and never copied
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -30,7 +31,7 @@ from flax import struct
 from replaylab.agents import Agent
 from replaylab.inference import Inference, InferenceSpec
 from replaylab.replay import storage as replay_storage
-from replaylab.replay.relabel import Relabel
+from replaylab.replay.relabel import Relabel, RelabelContext
 from replaylab.replay.sampler import Sampler
 from replaylab.replay.storage import Storage, Transition
 from replaylab.replay.tasks import SingleTask
@@ -123,8 +124,8 @@ class Learner:
         self.refresh = jax.jit(self._refresh_seeds, donate_argnums=0)
         self.encoder_phase = jax.jit(self._encoder_phase_seeds, donate_argnums=0)
         self.relabel = jax.jit(self._relabel_seeds, donate_argnums=0)
-        self.augment = jax.jit(jax.vmap(self._augment_one), donate_argnums=0)
-        self.log_partition = jax.jit(jax.vmap(self._log_partition_one), donate_argnums=0)
+        self.relabel_episode = jax.jit(jax.vmap(self._relabel_episode_one), donate_argnums=0)
+        self.relabel_upkeep = jax.jit(jax.vmap(self._relabel_upkeep_one), donate_argnums=0)
         self._init_single = jax.jit(self._init_one)
         self._agent_init = jax.jit(agent.init)
         self._split_keys = jax.jit(jax.vmap(self._split_key_one), donate_argnums=0)
@@ -149,7 +150,7 @@ class Learner:
         return SeedState(agent=self.agent.init(k_agent), inference=self.inference.init(k_inference),
                          belief=self.inference.belief_init(), storage=storage, sampler=self.sampler.init(storage),
                          tasks=self.tasks.init(self.capacity), key=key, first_bad_update=jnp.asarray(-1, jnp.int32),
-                         relabel=self.relabeller.init() if self.relabeller.active else ())
+                         relabel=self.relabeller.init())
 
     def reset(self, state: SeedState) -> SeedState:
         """Re-initialise networks and optimiser state with fresh keys; keep the replay."""
@@ -298,7 +299,7 @@ class Learner:
                                       (state.inference, state.storage, state.belief))
         return state.replace(storage=storage, belief=belief)
 
-    # -- trajectory relabelling (HFR): a relabelled copy of the episode that just ended ----
+    # -- trajectory relabelling: the relabeller's jobs, with this learner's components -----
     def _replay_episode(self, inference_state, traj: Transition, key: jax.Array):
         """The rows ``traj`` would have been stored as (encoder columns included) and the
         belief after it, had the acting policy seen exactly these transitions."""
@@ -312,32 +313,20 @@ class Learner:
         final, rows = jax.lax.scan(step, begun, traj)
         return rows, final
 
-    def _augment_one(self, s: SeedState) -> SeedState:
-        hfr = self.relabeller
-        key, k_enc, k_starts, k_value, k_choose = jax.random.split(s.key, 5)
-        traj = hfr.last_trajectory(s.storage)
-        rows, final = jax.vmap(self._replay_episode, in_axes=(None, 0, None))(s.inference, hfr.candidates(traj),
-                                                                              k_enc)
-        T, B = hfr.num_tasks, hfr.utility_batch
-        starts, _ = hfr.episode_rows(s.tasks, s.storage, k_starts, jnp.arange(T), B)
-        obs = jax.vmap(self.inference.policy_obs)(final, s.storage.data.obs[starts])  # (T, B, obs + z)
-        utility = self.agent.value(s.agent, obs.reshape(T * B, -1), k_value).reshape(T, B).mean(1)
-        has_data = self.tasks.task_rows(s.tasks, s.storage.capacity) > 0
-        task = hfr.choose(k_choose, utility, s.relabel.log_z, has_data)
-        copy = jax.tree.map(lambda x: x[task], rows)
-        copy = copy.replace(episode=jnp.full_like(copy.episode, -1) - traj.episode[0])  # a fresh id: -(e + 1)
-        s = jax.lax.scan(lambda st, tr: (self._write_row(st, tr), None), s, copy)[0]
-        same = (task == traj.extra["task"][0]).astype(jnp.int32)
-        return s.replace(key=key, relabel=s.relabel.replace(copies=s.relabel.copies + 1, same=s.relabel.same + same))
+    def _relabel_context(self, s: SeedState) -> RelabelContext:
+        return RelabelContext(
+            replay=functools.partial(self._replay_episode, s.inference), policy_obs=self.inference.policy_obs,
+            value=functools.partial(self.agent.value, s.agent),
+            encoding_after=functools.partial(self.inference.encoding_after, s.inference, s.storage),
+            has_data=self.tasks.task_rows(s.tasks, s.storage.capacity) > 0)
 
-    def _log_partition_one(self, s: SeedState):
-        hfr = self.relabeller
-        key, k_rows, k_enc, k_value = jax.random.split(s.key, 4)
-        T, R, B = hfr.num_tasks, hfr.log_z_draws, hfr.utility_batch
-        starts, ends = hfr.episode_rows(s.tasks, s.storage, k_rows, jnp.repeat(jnp.arange(T), R), B)
-        z = self.inference.encoding_after(s.inference, s.storage, ends.reshape(-1), k_enc)
-        obs = jnp.concatenate([s.storage.data.obs[starts.reshape(-1)], z], -1)
-        value = self.agent.value(s.agent, obs, k_value).reshape(T, R, B).mean(-1)
-        has_data = self.tasks.task_rows(s.tasks, s.storage.capacity) > 0
-        relabel = s.relabel.replace(log_z=jnp.where(has_data, hfr.log_mean_exp(value), 0.0))
-        return s.replace(key=key, relabel=relabel), hfr.metrics(relabel)
+    def _relabel_episode_one(self, s: SeedState) -> SeedState:
+        key, k = jax.random.split(s.key)
+        rows, relabel = self.relabeller.episode(s.relabel, s.storage, s.tasks, k, self._relabel_context(s))
+        s = jax.lax.scan(lambda st, tr: (self._write_row(st, tr), None), s, rows)[0]
+        return s.replace(key=key, relabel=relabel)
+
+    def _relabel_upkeep_one(self, s: SeedState):
+        key, k = jax.random.split(s.key)
+        relabel, metrics = self.relabeller.upkeep(s.relabel, s.storage, s.tasks, k, self._relabel_context(s))
+        return s.replace(key=key, relabel=relabel), metrics

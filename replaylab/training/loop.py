@@ -108,13 +108,18 @@ class HostState:
 @dataclass(frozen=True)
 class Upkeep:
     """A job between environment steps: ``job(state) -> (state, metrics)`` just before the
-    first update and at every multiple of ``every`` environment steps after it."""
+    first update and at every multiple of ``every`` environment steps after it (``every``
+    0: never); with ``episode_end``, instead after every step that ends the training
+    episodes, from the warm-up's end on (no warm-up episode is relabelled)."""
 
     name: str
     every: int
     job: Callable
+    episode_end: bool = False
 
-    def due(self, env_step: int, warmup_steps: int) -> bool:
+    def due(self, env_step: int, warmup_steps: int, ended: np.ndarray) -> bool:
+        if self.episode_end:
+            return env_step >= warmup_steps and bool(ended.any())
         first = max(warmup_steps - 1, 1)
         return env_step == first or (env_step > first and env_step % self.every == 0)
 
@@ -142,14 +147,15 @@ class Trainer:
         spec = ReplaySpec(obs_dim=env.obs_dim, act_dim=env.act_dim, capacity=cfg.buffer_size, env_id=cfg.env,
                           multi_task=multi)
         self.sampler = make_sampler(cfg.replay, dict(cfg.replay_cfg), spec)
-        per_task = cfg.batch_size // cfg.meta_batch if multi and self.inference.split_batch else cfg.batch_size
-        tasks = MultiTask(task_set.num_train, cfg.meta_batch, per_task, self.schedule.episodes_per_visit,
-                          self.schedule.context_episodes, segments_per_task(cfg, task_set, self.schedule),
-                          self.inference.context, self.inference.context_size) if multi \
-            else SingleTask(cfg.batch_size)
         relabel_spec = RelabelSpec(type(env).reward_fn, task_set.params[: task_set.num_train],
                                    cfg.episode_length) if multi else None
         self.relabel = make_relabel(cfg.relabel, dict(cfg.relabel_cfg), relabel_spec)
+        per_task = cfg.batch_size // cfg.meta_batch if multi and self.inference.split_batch else cfg.batch_size
+        tasks = MultiTask(task_set.num_train, cfg.meta_batch, per_task, self.schedule.episodes_per_visit,
+                          self.schedule.context_episodes, segments_per_task(cfg, task_set, self.schedule,
+                                                                               self.relabel.relabels_episodes),
+                          self.inference.context, self.inference.context_size) if multi \
+            else SingleTask(cfg.batch_size)
         self.learner = Learner(self.agent, self.sampler, capacity=cfg.buffer_size, replay_ratio=cfg.replay_ratio,
                                tasks=tasks, inference=self.inference, columns=env_columns(env),
                                reset_layers=cfg.reset_layers, reward_scale=cfg.agent_cfg.reward_scale,
@@ -158,10 +164,11 @@ class Trainer:
         jobs = [Upkeep("refresh", self.sampler.refresh_interval, lambda st: (learner.refresh(st), {})),
                 Upkeep("encoder", self.inference.phase_every, learner.encoder_phase),
                 Upkeep("relabel", self.inference.phase_every, lambda st: (learner.relabel(st), {})),
-                Upkeep("log_z", getattr(self.relabel, "log_z_every", 0), learner.log_partition)]
+                Upkeep("relabel_episode", int(self.relabel.relabels_episodes),
+                       lambda st: (learner.relabel_episode(st), {}), episode_end=True),
+                Upkeep("relabel_upkeep", self.relabel.upkeep_every, learner.relabel_upkeep)]
         self.upkeep = [job for job in jobs if job.every]
-        self.timed = ["collect", "update"] + [job.name for job in self.upkeep] \
-            + (["augment"] if self.relabel.active else [])  # seconds per progress row
+        self.timed = ["collect", "update"] + [job.name for job in self.upkeep]  # seconds per progress row
         self.columns = BASE_COLUMNS + list(self.protocol.columns) + list(self.agent.metric_names) \
             + list(self.inference.metric_names) + list(self.inference.phase_metric_names) \
             + list(self.relabel.metric_names) + [f"time_{name}" for name in self.timed]
@@ -232,10 +239,8 @@ class Trainer:
                 h.pending = np.asarray(pending)
                 self.timers["collect"] += t1 - t0
                 self.timers["update"] += time.perf_counter() - t1
-                if self.relabel.active and h.env_step >= cfg.warmup_steps and starts.now.any():
-                    state = self._augment(state, starts.now)
                 self._check_finite(state, h)
-                state = self._upkeep(state, h)
+                state = self._upkeep(state, h, starts.now)
                 if cfg.reset_interval and h.updates // cfg.reset_interval > h.resets_done:
                     state = self.learner.reset(state)
                     h.resets_done += 1
@@ -259,25 +264,18 @@ class Trainer:
             logs.close()
         return Run(self.run_dir, cfg, read_progress(csv.path), last_eval, state)
 
-    def _upkeep(self, state, h: HostState):
+    def _upkeep(self, state, h: HostState, ended: np.ndarray):
         for job in self.upkeep:
-            if job.due(h.env_step, self.cfg.warmup_steps):
+            if job.due(h.env_step, self.cfg.warmup_steps, ended):
+                if job.episode_end and not ended.all():  # the config check admits only fixed-length episodes
+                    raise RunError(f"{job.name}: episodes ended at different steps in different seeds; "
+                                   "trajectory relabelling needs fixed-length episodes")
                 t = time.perf_counter()
                 state, metrics = job.job(state)
                 if metrics:
                     h.phase_metrics = {**h.phase_metrics, **{k: np.asarray(v).tolist() for k, v in metrics.items()}}
                 jax.block_until_ready(state)
                 self.timers[job.name] += time.perf_counter() - t
-        return state
-
-    def _augment(self, state, done: np.ndarray):
-        """Store a relabelled copy of each seed's training episode that just ended."""
-        if not done.all():  # the config check admits only fixed-length episodes
-            raise RunError("relabel: episodes ended at different steps in different seeds; "
-                           "trajectory relabelling needs fixed-length episodes")
-        t = time.perf_counter()
-        state = jax.block_until_ready(self.learner.augment(state))
-        self.timers["augment"] += time.perf_counter() - t
         return state
 
     def _step_envs(self, h: HostState) -> tuple[Transition, np.ndarray, EpisodeStarts]:
@@ -368,12 +366,11 @@ class Trainer:
         self.last_checkpoint = checkpoint.save(self.ckpt_root, h.env_step, state, arrays, meta)
 
 
-def segments_per_task(cfg: Config, task_set, schedule: TaskSchedule) -> int:
+def segments_per_task(cfg: Config, task_set, schedule: TaskSchedule, episode_copies: bool = False) -> int:
     """Segments the task index remembers per task: 4x the visits an average task has in a
-    full buffer (at least 16), so a task drawn unusually often keeps its older visits too."""
-    visit_rows = schedule.episodes_per_visit * cfg.episode_length
-    if cfg.relabel != "none":  # a relabelled copy after every episode splits visits into episodes
-        visit_rows = cfg.episode_length
+    full buffer (at least 16), so a task drawn unusually often keeps its older visits too.
+    With ``episode_copies`` (a relabelled copy after every episode) every episode is a segment."""
+    visit_rows = cfg.episode_length if episode_copies else schedule.episodes_per_visit * cfg.episode_length
     visits = cfg.buffer_size / max(visit_rows, 1) / task_set.num_train
     return int(min(max(16, 4 * np.ceil(visits)), 4096))
 
