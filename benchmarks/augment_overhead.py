@@ -11,6 +11,11 @@ reports the time per update with the upkeep amortised over its interval:
 
 For NMER it also measures the neighbour table's recall@k against brute force on 200
 random rows. Prints a table and writes benchmarks/results/augment_overhead.json.
+
+``her`` is uniform replay with HER (``her=future``, k = 4) on the same data read as a goal
+task: the last 3 observation entries are the goal, the first 3 of s' the achieved goal
+(a stored column), Fetch's sparse reward, HalfCheetah's 1000-step episodes (the binary
+search for an episode's extent takes 10 steps here, 6 for Fetch's 50).
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ import numpy as np
 
 from replaylab.agents import make_agent
 from replaylab.config import AgentConfig
+from replaylab.envs.goal import GoalSpec, distance_reward
 from replaylab.replay import clusters as cl
+from replaylab.replay.her import Future
 from replaylab.replay.methods import SAMPLERS, make_sampler
 from replaylab.replay.per import PER
 from replaylab.replay.sampler import ReplaySpec
@@ -73,6 +80,8 @@ def filled_state(learner: Learner, sampler, data: dict, n: int):
     d = state.storage.data
     d = d.replace(obs=put["obs"], action=put["action"], reward=put["reward"], next_obs=put["next_obs"],
                   episode=put["episode"], step=put["step"])
+    if "achieved_goal" in d.extra:
+        d = d.replace(extra={"achieved_goal": put["next_obs"][..., :3]})
     state = state.replace(storage=state.storage.replace(data=d, size=jnp.full((1,), n, jnp.int32)))
     if isinstance(sampler, PER):  # the stored rows need priorities
         state = state.replace(sampler=jax.jit(jax.vmap(lambda s: sampler.update(
@@ -85,8 +94,12 @@ class Case:
 
     def __init__(self, method: str, n: int, rr: int, data: dict, params: dict | None = None):
         agent = make_agent("sac", OBS, ACT, AgentConfig(), 1)
-        self.sampler = make_sampler(method, params or {}, ReplaySpec(OBS, ACT, n, "HalfCheetah-v5"))
-        self.learner = Learner(agent, self.sampler, capacity=n, batch_size=BATCH, replay_ratio=rr)
+        her = method == "her"
+        self.sampler = make_sampler("uniform" if her else method, params or {},
+                                    ReplaySpec(OBS, ACT, n, "HalfCheetah-v5"))
+        hindsight = Future(goal=GoalSpec(3, distance_reward(0.05, True), 1000)) if her else None
+        self.learner = Learner(agent, self.sampler, capacity=n, batch_size=BATCH, replay_ratio=rr,
+                               hindsight=hindsight, columns={"achieved_goal": ((3,), jnp.float32)} if her else None)
         self.state = filled_state(self.learner, self.sampler, data, n)
         self.row = {"method": method, **(params or {}), "buffer": n, "rr": rr, "refresh_s": 0.0,
                     "refresh_interval": self.sampler.refresh_interval, "step_ms_reps": []}
@@ -104,7 +117,8 @@ class Case:
         i = np.arange(1)
         self.tr = Transition(obs=data["obs"][i], action=data["action"][i], reward=data["reward"][i],
                              next_obs=data["next_obs"][i], terminated=np.zeros(1, bool),
-                             episode=np.zeros(1, np.int32), step=np.zeros(1, np.int32))
+                             episode=np.zeros(1, np.int32), step=np.zeros(1, np.int32),
+                             extra={"achieved_goal": data["next_obs"][i, :3]} if her else {})
         self.obs = data["obs"][i]
         for _ in range(3):
             self.call()
@@ -196,7 +210,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="100000,1000000")
     p.add_argument("--rrs", default="1,20")
-    p.add_argument("--methods", default=",".join(SAMPLERS))
+    p.add_argument("--methods", default=",".join(SAMPLERS), help="replay methods, and 'her' (uniform + HER)")
     p.add_argument("--seconds", type=float, default=1.0, help="timed seconds per method and round")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds; ratios are medians over them")
     p.add_argument("--nmer-index", type=int, default=0, metavar="ROWS",

@@ -287,15 +287,17 @@ def run_grid(grid: Grid, echo: Callable[[str], None] = print) -> list[dict]:
              f"over {_count(len(r), 'seed')}")
     records = load_runs([Path(cfg.run_dir) for _, _, cfg in cells], labels=[method for _, method, _ in cells],
                         score=grid.score)
-    return report(records, grid.out, grid.steps, grid.reps, methods=grid.methods, grid=grid, echo=echo)
+    return report(records, grid.out, grid.steps, grid.reps, methods=grid.methods, grid=grid, echo=echo,
+                  score=grid.score)
 
 
 # -- the report ------------------------------------------------------------------------------------
 
 def report(records: Sequence[RunRecord], out: str | Path, budgets: Sequence[int] | None = None,
            reps: int = DEFAULT_REPS, methods: Sequence[str] | None = None, grid: Grid | None = None,
-           echo: Callable[[str], None] = print) -> list[dict]:
-    """Aggregate ``records``; write summary.csv, summary.json and curves.png into ``out``; print."""
+           echo: Callable[[str], None] = print, score: str = "return_mean") -> list[dict]:
+    """Aggregate ``records`` (their ``score`` column); write summary.csv, summary.json and
+    curves.png into ``out``; print. The metric ``return`` is the score at the budget."""
     from replaylab import __version__
     from replaylab.analysis.plot import plot_curves
     from replaylab.training.checkpoint import write_atomic
@@ -310,8 +312,9 @@ def report(records: Sequence[RunRecord], out: str | Path, budgets: Sequence[int]
         "budgets": list(budgets),
         "envs": sorted({r.env for r in records}),
         "methods": list(dict.fromkeys(r["method"] for r in rows)),
-        "metrics": {"return": "evaluation return at the budget (the last evaluation at or before it)",
-                    "auc": "mean evaluation return over the evaluations at or before the budget"},
+        "score": score,
+        "metrics": {"return": f"{score} at the budget (the last evaluation at or before it)",
+                    "auc": f"mean {score} over the evaluations at or before the budget"},
         "estimator": "IQM; per env: over that env's runs, raw scores; env 'all' (more than one env): over "
                      "runs x envs of scores normalised per env, stratified bootstrap over runs within each env; "
                      "percentile interval",
@@ -323,10 +326,10 @@ def report(records: Sequence[RunRecord], out: str | Path, budgets: Sequence[int]
         "replaylab_version": __version__,
     }
     write_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
-    plot_curves(records, out / "curves.png", methods=methods)
+    plot_curves(records, out / "curves.png", methods=methods, score=score)
     echo("")
-    echo(f"IQM per env over its seeds, 95% stratified-bootstrap CIs ({reps} resamples); "
-         f"metrics: {', '.join(METRICS)}")
+    echo(f"IQM per env over its seeds, 95% stratified-bootstrap CIs ({reps} resamples); metrics: "
+         f"return ({score} at the budget), auc (its mean over the evaluations up to the budget)")
     if summary["normalisation"]:
         echo(summary["normalisation"])
     echo(table_text(rows).rstrip("\n"))
@@ -340,7 +343,7 @@ def report_runs(paths: Sequence[str | Path], out: str | Path, budgets: Sequence[
     from replaylab.analysis.aggregate import find_run_dirs
 
     records = load_runs(find_run_dirs(paths), score=score)
-    return report(records, out, budgets, reps, echo=echo)
+    return report(records, out, budgets, reps, echo=echo, score=score)
 
 
 __all__ = ["Grid", "GRID_KEYS", "parse_names", "parse_int", "parse_steps", "load_grid_file", "resolve_grid",

@@ -26,7 +26,7 @@ from replaylab.envs import check_env_id, is_meta, make_env
 from replaylab.errors import ConfigError
 from replaylab.inference import INFERENCES, inference_params
 from replaylab.params import opt
-from replaylab.replay.methods import RELABELS, SAMPLERS, relabel_params, sampler_params
+from replaylab.replay.methods import HINDSIGHT, RELABELS, SAMPLERS, hindsight_params, relabel_params, sampler_params
 
 
 _opt = opt
@@ -42,6 +42,8 @@ class Config:
     relabel: str = _opt("none", "trajectory relabelling on a task distribution: hfr stores each training "
                                 "episode again, relabelled for another train task (relabel.* sets its parameters)",
                         choices=tuple(RELABELS))
+    her: str = _opt("none", "hindsight experience replay on a goal env (Fetch, Hand): the goal strategy "
+                            "(her.* sets its parameters)", choices=tuple(HINDSIGHT))
     inference: str = _opt("none", "task inference on a meta: env (inference.* sets its parameters)",
                           choices=tuple(INFERENCES))
     seed: int = _opt(0, "first seed; seeds are seed, seed+1, ...", min=0)
@@ -86,6 +88,7 @@ class Config:
     replay_cfg: Mapping[str, Any] = field(default_factory=dict)
     inference_cfg: Mapping[str, Any] = field(default_factory=dict)
     relabel_cfg: Mapping[str, Any] = field(default_factory=dict)
+    her_cfg: Mapping[str, Any] = field(default_factory=dict)
 
     # -- derived ----------------------------------------------------------------
     @property
@@ -113,7 +116,7 @@ class Config:
             if f.name == "agent_cfg":
                 for g in dataclasses.fields(AgentConfig):
                     out[f"agent.{g.name}"] = _jsonable(getattr(self.agent_cfg, g.name))
-            elif f.name in ("replay_cfg", "inference_cfg", "relabel_cfg"):
+            elif f.name in ("replay_cfg", "inference_cfg", "relabel_cfg", "her_cfg"):
                 prefix = f.name[: -len("_cfg")]
                 for k, v in sorted(getattr(self, f.name).items()):
                     out[f"{prefix}.{k}"] = _jsonable(v)
@@ -215,7 +218,7 @@ def parse_value(text: str) -> Any:
 
 def _unknown(key: str) -> ConfigError:
     known = list(TOP_FIELDS) + [f"agent.{k}" for k in AGENT_FIELDS] + ["replay.<param>", "inference.<param>",
-                                                                             "relabel.<param>"]
+                                                                             "relabel.<param>", "her.<param>"]
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else "; run 'replaylab train --help' for the keys"
     return ConfigError(f"unknown key '{key}'{hint}")
@@ -235,7 +238,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def from_flat(flat: Mapping[str, Any]) -> Config:
     """Build and validate a Config from dotted keys (values already parsed)."""
-    top, agent, replay, inference, relabel = {}, {}, {}, {}, {}
+    top, agent, replay, inference, relabel, her = {}, {}, {}, {}, {}, {}
     for key, value in flat.items():
         if not isinstance(key, str):
             raise ConfigError(f"{key!r}: keys must be strings")
@@ -250,6 +253,8 @@ def from_flat(flat: Mapping[str, Any]) -> Config:
             inference[key[len("inference."):]] = value
         elif key.startswith("relabel."):
             relabel[key[len("relabel."):]] = value
+        elif key.startswith("her."):
+            her[key[len("her."):]] = value
         elif key in TOP_FIELDS:
             top[key] = _coerce(key, value, TOP_FIELDS[key])
         elif key in ("replaylab_version", "git_commit"):
@@ -261,8 +266,9 @@ def from_flat(flat: Mapping[str, Any]) -> Config:
     replay = _method_params("replay", top.get("replay", "uniform"), sampler_params, replay)
     inference = _method_params("inference", top.get("inference", "none"), inference_params, inference)
     relabel = _method_params("relabel", top.get("relabel", "none"), relabel_params, relabel)
+    her = _method_params("her", top.get("her", "none"), hindsight_params, her)
     cfg = _with_defaults(Config(**top, agent_cfg=AgentConfig(**agent), replay_cfg=replay, inference_cfg=inference,
-                                relabel_cfg=relabel))
+                                relabel_cfg=relabel, her_cfg=her))
     _check_consistency(cfg)
     return cfg
 
@@ -300,6 +306,8 @@ def _check_consistency(cfg: Config) -> None:
             f"reset_layers={cfg.reset_layers}: expected at most {len(cfg.agent_cfg.hidden_sizes) + 1} "
             "(the number of Dense layers per network)")
     check_env_id(cfg.env, cfg.action_repeat)
+    if cfg.her != "none":
+        _check_goal_env(cfg)
     if not cfg.is_meta:
         for key in META_KEYS:
             if getattr(cfg, key) is not None:
@@ -324,6 +332,16 @@ def _check_consistency(cfg: Config) -> None:
         raise ConfigError(f"batch_size={cfg.batch_size}: with inference={cfg.inference} a batch is batch_size rows "
                           f"spread evenly over meta_batch={cfg.meta_batch} tasks; expected a multiple of meta_batch")
     cfg.make_env().close()  # the family checks its counts and switch settings
+
+
+def _check_goal_env(cfg: Config) -> None:
+    env = None if cfg.is_meta else cfg.make_env()
+    goal = env.goal if env is not None else None
+    if env is not None:
+        env.close()
+    if goal is None:
+        raise ConfigError(f"her={cfg.her}: needs a goal env (a dict observation with achieved and desired goals, "
+                          f"e.g. FetchReach-v4); env={cfg.env} has no goal")
 
 
 def _check_relabel(cfg: Config) -> None:
@@ -391,13 +409,16 @@ def help_table() -> str:
         lines.append(f"  {key:<22} {show_value(defaults[key]):<14} {f.metadata['help']}{only} ({_describe(f)})")
     for kind, registry, params_of in (("replay", SAMPLERS, sampler_params),
                                       ("inference", INFERENCES, inference_params),
-                                      ("relabel", RELABELS, relabel_params)):
+                                      ("relabel", RELABELS, relabel_params),
+                                      ("her", HINDSIGHT, hindsight_params)):
+        shared: dict[tuple, list[str]] = {}  # a parameter several methods share is listed once
         for method in registry:
             for name, f in params_of(method).items():
-                key = f"{kind}.{name}"
                 default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                lines.append(f"  {key:<22} {show_value(_jsonable(default)):<14} {f.metadata['help']} [{method}] "
-                             f"({_describe(f)})")
+                shared.setdefault((f"{kind}.{name}", show_value(_jsonable(default)), f.metadata["help"],
+                                   _describe(f)), []).append(method)
+        for (key, default, text, kind_of), methods in shared.items():
+            lines.append(f"  {key:<22} {default:<14} {text} [{', '.join(methods)}] ({kind_of})")
     return "\n".join(lines)
 
 

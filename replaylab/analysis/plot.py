@@ -36,7 +36,8 @@ def method_curve(records: Sequence[RunRecord], method: str, env: str) -> tuple[n
 
 
 def plot_curves(records: Sequence[RunRecord], path: str | Path, methods: Sequence[str] | None = None,
-                title: str | None = None) -> Path:
+                title: str | None = None, score: str = "return_mean") -> Path:
+    label = "evaluation return" if score == "return_mean" else score.replace("_", " ")
     envs = sorted({r.env for r in records})
     present = list(dict.fromkeys(r.method for r in records))
     methods = [m for m in (methods or sorted(present)) if m in present]
@@ -55,12 +56,12 @@ def plot_curves(records: Sequence[RunRecord], path: str | Path, methods: Sequenc
             ax.fill_between(steps, lo, hi, color=color, alpha=0.2, lw=0)
         ax.set_title(env)
         ax.set_xlabel("environment steps")
-        ax.set_ylabel("evaluation return")
+        ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="best")
     for ax in axes[len(envs):]:
         ax.set_visible(False)
-    fig.suptitle(title or "evaluation return: mean over seeds, band = min to max")
+    fig.suptitle(title or f"{label}: mean over seeds, band = min to max")
     return save_figure(fig, path)
 
 

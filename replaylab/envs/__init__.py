@@ -13,7 +13,8 @@ for a task distribution (``meta:cheetah-vel``; ``replaylab envs`` lists them).
 Every environment has ``tasks`` (None for a single task, else a ``TaskSet``), resets as
 ``reset(seed, task=0, switch_pool=None)`` and steps as ``step(action) -> (obs, reward,
 terminated, truncated, extras)``, ``extras`` holding the declared columns of the transition
-(``task`` and ``info`` for a task distribution, none otherwise).
+(``task`` and ``info`` for a task distribution, ``achieved_goal`` for a goal env, none
+otherwise). ``extras`` may also hold quantities that are logged, not stored (``success``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Env(Protocol):
     obs_dim: int
     act_dim: int
     tasks: object  # None, or a TaskSet
+    goal: object  # None, or a goal.GoalSpec (goal envs, for HER)
 
     def reset(self, seed: int, task: int = 0, switch_pool: np.ndarray | None = None) -> np.ndarray: ...
 
@@ -64,10 +66,12 @@ def make_env(env_id: str, action_repeat: int = 1, render: bool = False, **task_s
 
 def env_columns(env: Env) -> dict:
     """The stored columns an environment declares beyond (s, a, r, s', terminated)."""
-    if env.tasks is None:
-        return {}
     import jax.numpy as jnp
 
+    if env.goal is not None:
+        return {"achieved_goal": ((env.goal.dim,), jnp.float32)}
+    if env.tasks is None:
+        return {}
     return {"task": ((), jnp.int32), "info": ((env.info_dim,), jnp.float32)}
 
 

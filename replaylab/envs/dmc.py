@@ -47,6 +47,7 @@ class DMCEnv:
         return np.concatenate([np.asarray(v, np.float32).reshape(-1) for v in observation.values()])
 
     tasks = None  # a single task
+    goal = None  # no goal (HER)
 
     def reset(self, seed: int, task: int = 0, switch_pool=None) -> np.ndarray:
         self._env.task.random.seed(int(seed) % 2**32)

@@ -1,4 +1,9 @@
-"""Gymnasium adapter: Box actions rescaled from [-1, 1], flat float32 observations."""
+"""Gymnasium adapter: Box actions rescaled from [-1, 1], flat float32 observations.
+
+Goal envs (a dict observation with observation, achieved_goal and desired_goal, as in
+gymnasium-robotics, whose ids are registered on first use) are adapted as ``goal.py``
+says: the policy sees [observation, desired_goal], and ``goal`` describes the goal.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,21 @@ import warnings
 import gymnasium as gym
 import numpy as np
 
+from replaylab.envs.goal import flat_obs, goal_spec, is_goal_space, register_robotics
 from replaylab.errors import ConfigError
+
+
+def _make(env_id: str, **kwargs) -> gym.Env:
+    if env_id not in gym.registry:
+        register_robotics()  # Fetch, Hand...: registered only when asked for
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return gym.make(env_id, **kwargs)
 
 
 def check_gym_id(env_id: str) -> None:
     try:
-        env = gym.make(env_id)
+        env = _make(env_id)
     except gym.error.Error as e:
         raise ConfigError(
             f"env={env_id}: not a Gymnasium id ({str(e).splitlines()[0].rstrip('.')}); "
@@ -31,39 +45,53 @@ def _check_spaces(env_id: str, env: gym.Env) -> None:
             f"env={env_id}: action space is {env.action_space}; replaylab needs a continuous (Box) action space")
     if not np.all(np.isfinite(env.action_space.low)) or not np.all(np.isfinite(env.action_space.high)):
         raise ConfigError(f"env={env_id}: the Box action space must have finite bounds")
-    if not isinstance(env.observation_space, gym.spaces.Box):
+    if is_goal_space(env.observation_space):
+        goal_spec(env_id, env)  # raises for a goal env without a device reward or a time limit
+    elif not isinstance(env.observation_space, gym.spaces.Box):
         raise ConfigError(
-            f"env={env_id}: observation space is {type(env.observation_space).__name__}; a Box is needed")
+            f"env={env_id}: observation space is {type(env.observation_space).__name__}; a Box (or a goal dict "
+            "with observation, achieved_goal and desired_goal) is needed")
 
 
 class GymEnv:
     def __init__(self, env_id: str, action_repeat: int = 1, render: bool = False):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self._env = gym.make(env_id, render_mode="rgb_array" if render else None)
+        self._env = _make(env_id, render_mode="rgb_array" if render else None)
         _check_spaces(env_id, self._env)
         space = self._env.action_space
         self._low = space.low.astype(np.float64)
         self._high = space.high.astype(np.float64)
-        self.obs_dim = int(np.prod(self._env.observation_space.shape))
         self.act_dim = int(np.prod(space.shape))
         self._repeat = action_repeat
+        observed = self._env.observation_space
+        if is_goal_space(observed):
+            self.goal = goal_spec(env_id, self._env)
+            self.obs_dim = int(np.prod(observed["observation"].shape)) + self.goal.dim
+        else:
+            self.goal = None
+            self.obs_dim = int(np.prod(observed.shape))
 
     tasks = None  # a single task
 
+    def _obs(self, obs) -> np.ndarray:
+        return flat_obs(obs) if self.goal is not None else np.asarray(obs, np.float32).reshape(-1)
+
     def reset(self, seed: int, task: int = 0, switch_pool=None) -> np.ndarray:
         obs, _ = self._env.reset(seed=int(seed))
-        return np.asarray(obs, np.float32).reshape(-1)
+        return self._obs(obs)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         a = self._low + (np.clip(action, -1.0, 1.0) + 1.0) * 0.5 * (self._high - self._low)
         total = 0.0
         for _ in range(self._repeat):
-            obs, reward, terminated, truncated, _ = self._env.step(a.astype(np.float32))
+            obs, reward, terminated, truncated, info = self._env.step(a.astype(np.float32))
             total += float(reward)
             if terminated or truncated:
                 break
-        return np.asarray(obs, np.float32).reshape(-1), total, bool(terminated), bool(truncated), {}
+        extras = {}
+        if self.goal is not None:  # the goal reached after the step (stored) and success (logged)
+            extras = {"achieved_goal": np.asarray(obs["achieved_goal"], np.float32).reshape(-1),
+                      "success": float(info.get("is_success", 0.0))}
+        return self._obs(obs), total, bool(terminated), bool(truncated), extras
 
     def render(self) -> np.ndarray:
         return self._env.render()

@@ -7,6 +7,7 @@ from replaylab.replay.lcer import LCERClusterCentre, LCERRandomMember
 from replaylab.replay.mixup import Mixup
 from replaylab.replay.nmer import NMER
 from replaylab.replay.noise import Noise
+from replaylab.replay.her import STRATEGIES, Hindsight
 from replaylab.replay.hfr import HFR
 from replaylab.replay.per import PER
 from replaylab.replay.s4rl import S4RL
@@ -36,3 +37,15 @@ def relabel_params(name: str) -> dict:
 
 def make_relabel(name: str, params: dict, spec: RelabelSpec | None) -> Relabel:
     return RELABELS[name](spec=spec, **params)
+
+
+HINDSIGHT: dict[str, type[Hindsight]] = STRATEGIES
+
+
+def hindsight_params(name: str) -> dict:
+    return HINDSIGHT[name].params()
+
+
+def make_hindsight(name: str, params: dict, goal) -> Hindsight:
+    """``goal``: the env's GoalSpec, or None (not a goal env)."""
+    return HINDSIGHT[name](goal=goal, **params)

@@ -2,7 +2,9 @@
 
 ``mix(x, y, lam)`` returns lam * x + (1 - lam) * y for s, a, r and s', one lam per row
 (every field of a row uses the same lam, so the row lies on the segment between its two
-endpoints). Everything else (terminated, episode, step) is taken from ``x``, the sample.
+endpoints), and so are the declared columns that are a function of s' (``MIXED_COLUMNS``:
+a goal env's achieved goal, from which HER recomputes the reward). Everything else
+(terminated, episode, step, a task id) is taken from ``x``, the sample.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import jax.numpy as jnp
 from replaylab.replay.storage import Transition
 
 
+MIXED_COLUMNS = ("achieved_goal",)
 _ROUNDS = 4  # proposals per draw made at once; all 4 rejected has probability < 1e-5
 
 
@@ -74,8 +77,9 @@ def mix(x: Transition, y: Transition, lam: jax.Array) -> Transition:
         w = _rows(lam, a)
         return w * a + (1.0 - w) * b
 
+    extra = {k: m(v, y.extra[k]) if k in MIXED_COLUMNS else v for k, v in x.extra.items()}
     return x.replace(obs=m(x.obs, y.obs), action=m(x.action, y.action), reward=m(x.reward, y.reward),
-                     next_obs=m(x.next_obs, y.next_obs))
+                     next_obs=m(x.next_obs, y.next_obs), extra=extra)
 
 
 def where_rows(mask: jax.Array, x: Transition, y: Transition) -> Transition:

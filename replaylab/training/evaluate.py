@@ -75,6 +75,7 @@ class EvalResult:
     switched: np.ndarray  # bool: the episode's task switched
     trace: Trace | None = None
     stats: dict | None = None  # the final beliefs' z statistics (``belief_stats``), (seeds, environments, ...)
+    success: np.ndarray | None = None  # goal envs: the episode ended solved (its last step's ``success``)
 
 
 def evaluate(learner, state, envs: list[list[Env]], seeds: list[int], round_: int, tasks: Sequence[int] | None = None,
@@ -90,6 +91,7 @@ def evaluate(learner, state, envs: list[list[Env]], seeds: list[int], round_: in
     returns = np.zeros((S, N, episodes))
     before, after = np.zeros((S, N, episodes)), np.zeros((S, N, episodes))
     switched = np.zeros((S, N, episodes), bool)
+    success = np.full((S, N, episodes), np.nan)
     beliefs = learner.eval_beliefs(S, N)
     tracks_belief = bool(jax.tree.leaves(beliefs))
     traced = [int(j) for j in trace if getattr(envs[0][j], "response", None) is not None]
@@ -113,6 +115,7 @@ def evaluate(learner, state, envs: list[list[Env]], seeds: list[int], round_: in
             for i, j in zip(*np.nonzero(stepped)):
                 o, r, terminated, truncated, ex = envs[i][j].step(actions[i, j])
                 returns[i, j, k] += r
+                success[i, j, k] = ex.get("success", np.nan)
                 task = ex.get("task")
                 if task is not None and not switched[i, j, k] and int(task) != tasks[j]:
                     switched[i, j, k] = True
@@ -144,7 +147,8 @@ def evaluate(learner, state, envs: list[list[Env]], seeds: list[int], round_: in
             if not active.any():
                 break
     stats = {k: np.asarray(v) for k, v in learner.eval_stats(beliefs).items()} if tracks_belief else None
-    result = EvalResult(returns, beliefs, before, after, switched, stats=stats)
+    result = EvalResult(returns, beliefs, before, after, switched, stats=stats,
+                        success=None if np.isnan(success).all() else success)
     if traced:
         label, _, p = envs[0][traced[0]].response
         has_z, has_class = stats_fn is not None and rec[traced[0]]["mean"], bool(rec[traced[0]]["class"])
@@ -159,14 +163,17 @@ def evaluate(learner, state, envs: list[list[Env]], seeds: list[int], round_: in
 
 
 class SingleTaskEval:
-    """``eval_episodes`` episodes of the one task; return_mean is their mean."""
+    """``eval_episodes`` episodes of the one task; return_mean is their mean and, on a goal
+    env (``goal``), success_rate the share of episodes that ended solved."""
 
     columns: tuple[str, ...] = ()
     trace_envs: tuple[int, ...] = ()
 
-    def __init__(self, episodes: int):
+    def __init__(self, episodes: int, goal: bool = False):
         self.tasks = np.zeros(episodes, np.int64)
         self.episodes, self.prior_episodes, self.pools = 1, 0, None
+        if goal:
+            self.columns = ("success_rate",)
 
     def open_log(self, run_dir, seeds: list[int], keep_rounds: int | None) -> None:
         """Nothing beyond progress.csv."""
@@ -176,7 +183,10 @@ class SingleTaskEval:
 
     def summary(self, result: EvalResult) -> dict[str, np.ndarray]:
         r = result.returns[..., 0]
-        return {"return_mean": r.mean(1), "return_std": r.std(1)}
+        out = {"return_mean": r.mean(1), "return_std": r.std(1)}
+        if self.columns:
+            out["success_rate"] = result.success[..., 0].mean(1)
+        return out
 
 
 SWITCH_COLUMNS = ("test_return_before_switch", "test_return_after_switch")

@@ -6,8 +6,8 @@ environment step the loop makes two compiled calls (see ``Learner.train`` for wh
 
     store(state, transition)                    write the row in place, sampler and task
                                                 index upkeep, fold it into the belief
-    update(state, next_obs, step, starts)       ``replay_ratio`` x (sample, condition on
-                                                the task, update, feedback) in a
+    update(state, next_obs, step, starts)       ``replay_ratio`` x (sample, relabel goals,
+                                                condition on the task, update, feedback) in a
                                                 ``lax.scan``, then the next action
 
 or ``store`` and ``act`` on steps without updates (warm-up, ``update_every`` > 1). The
@@ -31,6 +31,7 @@ from flax import struct
 from replaylab.agents import Agent
 from replaylab.inference import Inference, InferenceSpec
 from replaylab.replay import storage as replay_storage
+from replaylab.replay.her import Hindsight
 from replaylab.replay.relabel import Relabel, RelabelContext
 from replaylab.replay.sampler import Sampler
 from replaylab.replay.storage import Storage, Transition
@@ -98,10 +99,10 @@ class Learner:
     def __init__(self, agent: Agent, sampler: Sampler, *, capacity: int, replay_ratio: int,
                  batch_size: int | None = None, tasks=None, inference: Inference | None = None,
                  columns: dict | None = None, reset_layers: int = 0, reward_scale: float = 1.0,
-                 relabel: Relabel | None = None):
+                 relabel: Relabel | None = None, hindsight: Hindsight | None = None):
         """``tasks`` (``replay.tasks.SingleTask`` or ``MultiTask``) says how batches are
-        drawn, by default ``batch_size`` rows of one task; ``inference`` and ``relabel``
-        default to none."""
+        drawn, by default ``batch_size`` rows of one task; ``inference``, ``relabel`` and
+        ``hindsight`` (HER) default to none."""
         self.agent = agent
         self.sampler = sampler
         self.tasks = tasks if tasks is not None else SingleTask(batch_size)
@@ -112,6 +113,7 @@ class Learner:
         self.reset_layers = reset_layers
         self.reward_scale = reward_scale
         self.relabeller = relabel if relabel is not None else Relabel()
+        self.hindsight = hindsight if hindsight is not None else Hindsight()
         self.store = jax.jit(jax.vmap(self._store_one), donate_argnums=0)
         self.update = jax.jit(jax.vmap(self._update_one, in_axes=(0, 0, None, 0)), donate_argnums=0)
         self.act = jax.jit(jax.vmap(self._act_one, in_axes=(0, 0, 0, None)), static_argnums=3, donate_argnums=0)
@@ -220,6 +222,7 @@ class Learner:
             key, k_sample, k_update = jax.random.split(key, 3)
             k_infer = jax.random.fold_in(k_sample, 1)  # unused (and compiled away) without inference
             batch, sampler_state = self.tasks.sample(tasks, storage, k_sample, self.sampler, sampler_state)
+            batch = batch.replace(data=self.hindsight(batch.data, batch.rows, storage, jax.random.fold_in(k_sample, 2)))
             data, aux = self.inference.condition(inference_state, batch, k_infer)
             if self.reward_scale != 1.0:
                 data = data.replace(reward=data.reward * self.reward_scale)

@@ -38,7 +38,7 @@ from replaylab.config import Config
 from replaylab.envs import env_columns
 from replaylab.errors import RunError
 from replaylab.inference import InferenceSpec, make_inference
-from replaylab.replay.methods import make_relabel, make_sampler
+from replaylab.replay.methods import make_hindsight, make_relabel, make_sampler
 from replaylab.replay.relabel import RelabelSpec
 from replaylab.replay.sampler import ReplaySpec
 from replaylab.replay.storage import Transition
@@ -140,7 +140,7 @@ class Trainer:
                                         InferenceSpec(env.obs_dim, env.act_dim))
         self.protocol = AdaptationEval(task_set, cfg.eval_train_tasks, cfg.adapt_episodes, cfg.prior_episodes,
                                        switches=bool(cfg.change_steps)) if multi \
-            else SingleTaskEval(cfg.eval_episodes)
+            else SingleTaskEval(cfg.eval_episodes, goal=env.goal is not None)
         self.eval_envs = [[cfg.make_env() for _ in self.protocol.tasks] for _ in self.seeds]
         self.agent = make_agent(cfg.agent, env.obs_dim + self.inference.encoding_dim, env.act_dim, cfg.agent_cfg,
                                 cfg.policy_delay, obs_grad=self.inference.needs_obs_grad)
@@ -156,10 +156,11 @@ class Trainer:
                                                                                self.relabel.relabels_episodes),
                           self.inference.context, self.inference.context_size) if multi \
             else SingleTask(cfg.batch_size)
+        self.env_columns = env_columns(env)  # what the env's extras hold that is stored
         self.learner = Learner(self.agent, self.sampler, capacity=cfg.buffer_size, replay_ratio=cfg.replay_ratio,
-                               tasks=tasks, inference=self.inference, columns=env_columns(env),
+                               tasks=tasks, inference=self.inference, columns=self.env_columns,
                                reset_layers=cfg.reset_layers, reward_scale=cfg.agent_cfg.reward_scale,
-                               relabel=self.relabel)
+                               relabel=self.relabel, hindsight=make_hindsight(cfg.her, dict(cfg.her_cfg), env.goal))
         learner = self.learner
         jobs = [Upkeep("refresh", self.sampler.refresh_interval, lambda st: (learner.refresh(st), {})),
                 Upkeep("encoder", self.inference.phase_every, learner.encoder_phase),
@@ -293,7 +294,7 @@ class Trainer:
             done[i] = terminated[i] or truncated
         tr = Transition(obs=h.obs, action=h.pending, reward=reward, next_obs=next_obs, terminated=terminated,
                         episode=h.episode.astype(np.int32), step=h.ep_step.astype(np.int32),
-                        extra={k: np.stack([e[k] for e in extras]) for k in extras[0]})
+                        extra={k: np.stack([e[k] for e in extras]) for k in self.env_columns})
         h.ep_return += reward
         h.ep_step += 1
         act_obs[:] = next_obs
