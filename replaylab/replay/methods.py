@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from replaylab.replay.bier import BIER
 from replaylab.replay.ct import CT
 from replaylab.replay.lcer import LCERClusterCentre, LCERRandomMember
 from replaylab.replay.mixup import Mixup
@@ -16,7 +17,7 @@ from replaylab.replay.sampler import ReplaySpec, Sampler, Uniform
 
 SAMPLERS: dict[str, type[Sampler]] = {
     "uniform": Uniform, "per": PER, "ct": CT, "s4rl": S4RL, "mixup": Mixup, "noise": Noise,
-    "nmer": NMER, "lcer_cc": LCERClusterCentre, "lcer_rm": LCERRandomMember,
+    "nmer": NMER, "lcer_cc": LCERClusterCentre, "lcer_rm": LCERRandomMember, "bier": BIER,
 }
 
 
