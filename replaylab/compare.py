@@ -332,7 +332,7 @@ def report(records: Sequence[RunRecord], out: str | Path, budgets: Sequence[int]
          f"return ({score} at the budget), auc (its mean over the evaluations up to the budget)")
     if summary["normalisation"]:
         echo(summary["normalisation"])
-    echo(table_text(rows).rstrip("\n"))
+    echo(table_text(rows, digits=1 if score == "return_mean" else 2).rstrip("\n"))
     echo(f"wrote {out / 'summary.csv'}, {out / 'summary.json'}, {out / 'curves.png'}")
     return rows
 

@@ -363,13 +363,13 @@ def table_csv(rows: Sequence[dict]) -> str:
     return buf.getvalue()
 
 
-def table_text(rows: Sequence[dict]) -> str:
+def table_text(rows: Sequence[dict], digits: int = 1) -> str:
     """The table as aligned text for the console; the ``all`` rows (normalised, in [0, 1]) get
-    three decimals, the per-env rows (raw returns) one."""
+    three decimals, the per-env rows ``digits`` (1 for returns)."""
     head = ["env", "method", "metric", "budget", "IQM", "95% CI", "runs"]
     body = []
     for r in rows:
-        d = 3 if r["env"] == ALL_ENVS else 1
+        d = 3 if r["env"] == ALL_ENVS else digits
         body.append([r["env"], r["method"], r["metric"], str(r["budget"]), f"{r['iqm']:.{d}f}",
                      f"[{r['ci_low']:.{d}f}, {r['ci_high']:.{d}f}]", str(r["n_runs"])])
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
