@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from replaylab.analysis.aggregate import (
-    LOGGING_KEYS, ALL_ENVS, CONFIDENCE, DEFAULT_REPS, METRICS, NORMALISATION, RunRecord, aggregate, default_budgets, load_runs,
+    LOGGING_KEYS, ALL_ENVS, CONFIDENCE, DEFAULT_REPS, NORMALISATION, RunRecord, aggregate, default_budgets, load_runs,
     runs_summary, table_csv, table_text)
 from replaylab.config import show_value
 from replaylab.errors import ConfigError
@@ -198,18 +198,18 @@ def cell_configs(grid: Grid) -> list[tuple[str, str, Any]]:
     A ``replay.<param>`` override goes to the methods that take that parameter.
     """
     from replaylab.config import from_flat
-    from replaylab.replay.methods import sampler_params
+    from replaylab.replay.methods import SAMPLERS
 
     shared = {k: v for k, v in grid.overrides.items() if not k.startswith("replay.")}
     replay = {k: v for k, v in grid.overrides.items() if k.startswith("replay.")}
     replay_of = {m: grid.settings(m).get("replay", shared.get("replay", "uniform")) for m in grid.methods}
     for key in replay:
-        if not any(key[len("replay."):] in sampler_params(r) for r in replay_of.values()):
+        if not any(key[len("replay."):] in SAMPLERS[r].params() for r in replay_of.values()):
             raise ConfigError(f"unknown key '{key}': none of the methods {', '.join(grid.methods)} takes it")
     cells = []
     for env in grid.envs:
         for method in grid.methods:
-            params = {k: v for k, v in replay.items() if k[len("replay."):] in sampler_params(replay_of[method])}
+            params = {k: v for k, v in replay.items() if k[len("replay."):] in SAMPLERS[replay_of[method]].params()}
             cfg = from_flat({**shared, **params, **grid.settings(method), "env": env, "seeds": grid.seeds,
                              "run_dir": str(cell_dir(grid.out, env, method))})
             cells.append((env, method, cfg))

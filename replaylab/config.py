@@ -24,9 +24,9 @@ import yaml
 from replaylab.agents.config import AgentConfig
 from replaylab.envs import check_env_id, is_meta, make_env
 from replaylab.errors import ConfigError
-from replaylab.inference import INFERENCES, inference_params
+from replaylab.inference import INFERENCES
 from replaylab.params import opt
-from replaylab.replay.methods import HINDSIGHT, RELABELS, SAMPLERS, hindsight_params, relabel_params, sampler_params
+from replaylab.replay.methods import HINDSIGHT, RELABELS, SAMPLERS
 
 
 _opt = opt
@@ -116,7 +116,7 @@ class Config:
             if f.name == "agent_cfg":
                 for g in dataclasses.fields(AgentConfig):
                     out[f"agent.{g.name}"] = _jsonable(getattr(self.agent_cfg, g.name))
-            elif f.name in ("replay_cfg", "inference_cfg", "relabel_cfg", "her_cfg"):
+            elif f.name.endswith("_cfg"):  # a method's parameters: KIND.NAME
                 prefix = f.name[: -len("_cfg")]
                 for k, v in sorted(getattr(self, f.name).items()):
                     out[f"{prefix}.{k}"] = _jsonable(v)
@@ -135,6 +135,9 @@ def _jsonable(v):
 # -- parsing and validation ------------------------------------------------------
 
 TOP_FIELDS = {f.name: f for f in dataclasses.fields(Config) if not f.name.endswith("_cfg")}
+# the settings that pick a method from a registry; ``KIND.PARAM`` keys set its parameters (``KIND_cfg``)
+METHOD_KINDS: dict[str, Mapping[str, type]] = {"replay": SAMPLERS, "inference": INFERENCES, "relabel": RELABELS,
+                                               "her": HINDSIGHT}
 AGENT_FIELDS = {f.name: f for f in dataclasses.fields(AgentConfig)}
 META_DEFAULTS = dict(meta_batch=16, change_steps=0, change_prob=1.0, prior_episodes=2, posterior_episodes=0,
                      extra_episodes=2, adapt_episodes=3, eval_train_tasks=5)
@@ -217,8 +220,7 @@ def parse_value(text: str) -> Any:
 
 
 def _unknown(key: str) -> ConfigError:
-    known = list(TOP_FIELDS) + [f"agent.{k}" for k in AGENT_FIELDS] + ["replay.<param>", "inference.<param>",
-                                                                             "relabel.<param>", "her.<param>"]
+    known = list(TOP_FIELDS) + [f"agent.{k}" for k in AGENT_FIELDS] + [f"{kind}.<param>" for kind in METHOD_KINDS]
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else "; run 'replaylab train --help' for the keys"
     return ConfigError(f"unknown key '{key}'{hint}")
@@ -238,7 +240,8 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def from_flat(flat: Mapping[str, Any]) -> Config:
     """Build and validate a Config from dotted keys (values already parsed)."""
-    top, agent, replay, inference, relabel, her = {}, {}, {}, {}, {}, {}
+    top, agent = {}, {}
+    given: dict[str, dict] = {kind: {} for kind in METHOD_KINDS}
     for key, value in flat.items():
         if not isinstance(key, str):
             raise ConfigError(f"{key!r}: keys must be strings")
@@ -247,14 +250,9 @@ def from_flat(flat: Mapping[str, Any]) -> Config:
             if name not in AGENT_FIELDS:
                 raise _unknown(key)
             agent[name] = _coerce(key, value, AGENT_FIELDS[name])
-        elif key.startswith("replay."):
-            replay[key[len("replay."):]] = value
-        elif key.startswith("inference."):
-            inference[key[len("inference."):]] = value
-        elif key.startswith("relabel."):
-            relabel[key[len("relabel."):]] = value
-        elif key.startswith("her."):
-            her[key[len("her."):]] = value
+        elif key.partition(".")[0] in METHOD_KINDS and "." in key:
+            kind, _, name = key.partition(".")
+            given[kind][name] = value
         elif key in TOP_FIELDS:
             top[key] = _coerce(key, value, TOP_FIELDS[key])
         elif key in ("replaylab_version", "git_commit"):
@@ -263,19 +261,16 @@ def from_flat(flat: Mapping[str, Any]) -> Config:
             raise _unknown(key)
     if agent.get("hidden_sizes") is None:
         agent["hidden_sizes"] = (300, 300, 300) if is_meta(top.get("env", "")) else (256, 256)
-    replay = _method_params("replay", top.get("replay", "uniform"), sampler_params, replay)
-    inference = _method_params("inference", top.get("inference", "none"), inference_params, inference)
-    relabel = _method_params("relabel", top.get("relabel", "none"), relabel_params, relabel)
-    her = _method_params("her", top.get("her", "none"), hindsight_params, her)
-    cfg = _with_defaults(Config(**top, agent_cfg=AgentConfig(**agent), replay_cfg=replay, inference_cfg=inference,
-                                relabel_cfg=relabel, her_cfg=her))
+    methods = {f"{kind}_cfg": _method_params(kind, top.get(kind, TOP_FIELDS[kind].default), params)
+               for kind, params in given.items()}  # the method was validated with the top-level keys
+    cfg = _with_defaults(Config(**top, agent_cfg=AgentConfig(**agent), **methods))
     _check_consistency(cfg)
     return cfg
 
 
-def _method_params(kind: str, method: str, params_of, given: dict) -> dict:
+def _method_params(kind: str, method: str, given: dict) -> dict:
     """Validate ``kind.NAME`` keys against the chosen method's parameters."""
-    params = params_of(method)
+    params = METHOD_KINDS[kind][method].params()
     for name in list(given):
         if name not in params:
             allowed = ", ".join(f"{kind}.{p}" for p in params) or "no parameters"
@@ -305,9 +300,9 @@ def _check_consistency(cfg: Config) -> None:
         raise ConfigError(
             f"reset_layers={cfg.reset_layers}: expected at most {len(cfg.agent_cfg.hidden_sizes) + 1} "
             "(the number of Dense layers per network)")
-    check_env_id(cfg.env, cfg.action_repeat)
-    if cfg.her != "none":
-        _check_goal_env(cfg)
+    if not check_env_id(cfg.env, cfg.action_repeat) and cfg.her != "none":
+        raise ConfigError(f"her={cfg.her}: needs a goal env (a dict observation with achieved and desired goals, "
+                          f"e.g. FetchReach-v4); env={cfg.env} has no goal")
     if not cfg.is_meta:
         for key in META_KEYS:
             if getattr(cfg, key) is not None:
@@ -334,16 +329,6 @@ def _check_consistency(cfg: Config) -> None:
     cfg.make_env().close()  # the family checks its counts and switch settings
 
 
-def _check_goal_env(cfg: Config) -> None:
-    env = None if cfg.is_meta else cfg.make_env()
-    goal = env.goal if env is not None else None
-    if env is not None:
-        env.close()
-    if goal is None:
-        raise ConfigError(f"her={cfg.her}: needs a goal env (a dict observation with achieved and desired goals, "
-                          f"e.g. FetchReach-v4); env={cfg.env} has no goal")
-
-
 def _check_relabel(cfg: Config) -> None:
     from replaylab.envs.meta import FAMILIES
 
@@ -351,8 +336,7 @@ def _check_relabel(cfg: Config) -> None:
         able = ", ".join(name for name, m in INFERENCES.items() if m.encodes_trajectories)
         raise ConfigError(f"relabel={cfg.relabel}: inference={cfg.inference} is not supported (its z changes only "
                           f"between episodes, so a trajectory has no encoding of its own); use {able}")
-    family = FAMILIES.get(cfg.env.split(":", 1)[1])
-    if family is not None and family.make.terminates:
+    if FAMILIES[cfg.env.split(":", 1)[1]].make.terminates:  # the env id was checked before
         fixed = ", ".join(f.name for f in FAMILIES.values() if not f.make.terminates)
         raise ConfigError(f"relabel={cfg.relabel}: env={cfg.env} can end episodes early, and relabelling needs "
                           f"fixed-length episodes; families that never terminate: {fixed}")
@@ -407,13 +391,10 @@ def help_table() -> str:
         only = f" [{', '.join(f.metadata['agents'])}]" if f.metadata.get("agents") else ""
         key = f"agent.{name}"
         lines.append(f"  {key:<22} {show_value(defaults[key]):<14} {f.metadata['help']}{only} ({_describe(f)})")
-    for kind, registry, params_of in (("replay", SAMPLERS, sampler_params),
-                                      ("inference", INFERENCES, inference_params),
-                                      ("relabel", RELABELS, relabel_params),
-                                      ("her", HINDSIGHT, hindsight_params)):
+    for kind, registry in METHOD_KINDS.items():
         shared: dict[tuple, list[str]] = {}  # a parameter several methods share is listed once
-        for method in registry:
-            for name, f in params_of(method).items():
+        for method, cls in registry.items():
+            for name, f in cls.params().items():
                 default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
                 shared.setdefault((f"{kind}.{name}", show_value(_jsonable(default)), f.metadata["help"],
                                    _describe(f)), []).append(method)

@@ -6,7 +6,7 @@ validation and the one-line errors are the same everywhere.
 
 from __future__ import annotations
 
-from dataclasses import field
+from dataclasses import field, fields
 
 
 def opt(default, help: str, *, min=None, max=None, choices=None, agents=None):
@@ -14,3 +14,8 @@ def opt(default, help: str, *, min=None, max=None, choices=None, agents=None):
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: tuple(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def declared(cls) -> dict:
+    """A method's user parameters: its dataclass fields declared with ``opt``."""
+    return {f.name: f for f in fields(cls) if "help" in f.metadata}

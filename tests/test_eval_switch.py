@@ -92,7 +92,7 @@ def test_returns_split_at_the_first_switch_add_up_to_the_episode_return(change_s
                 assert res.switched[i, j, k] == bool(change_steps) == (step_tasks[20] != task)
     if not change_steps:
         assert not res.after_switch.any() and np.array_equal(res.before_switch, res.returns)
-    assert res.trace is None and res.beliefs == ()
+    assert res.trace is None and res.stats is None  # no inference: no beliefs to summarise
 
 
 def test_the_trace_follows_the_response_the_active_target_and_the_belief(tmp_path):
@@ -133,7 +133,7 @@ def test_switch_columns_average_only_the_switched_last_episodes():
     switched = np.zeros(shape, bool)
     switched[0, [0, 2, 3], -1] = True  # seed 0: test tasks 0 and 2 (and the train task) switched; seed 1: none
     after[~switched] = 0.0
-    res = EvalResult(before + after, (), before, after, switched)
+    res = EvalResult(before + after, before, after, switched)
     out = switching.summary(res)
     assert out["test_return_before_switch"][0] == pytest.approx((before[0, 0, 1] + before[0, 2, 1]) / 2)
     assert out["test_return_after_switch"][0] == pytest.approx(-1.0)
@@ -177,7 +177,7 @@ def test_a_switching_run_writes_a_response_plot_with_each_evaluation(switching_r
     shape = (1, 4, 2)
     switched = np.zeros(shape, bool)
     switched[0, :2, -1] = True
-    _print_eval(str(run_dir), EvalResult(np.full(shape, -3.0), (), np.full(shape, -1.0), np.full(shape, -2.0),
+    _print_eval(str(run_dir), EvalResult(np.full(shape, -3.0), np.full(shape, -1.0), np.full(shape, -2.0),
                                          switched), None)
     out = capsys.readouterr().out
     assert "last episode -3.0" in out and "task switch: 2 of 3" in out and "before the first switch -1.0" in out

@@ -85,8 +85,9 @@ class SAC(Agent):
 
     def value(self, state: SACState, obs: jax.Array, key: jax.Array) -> jax.Array:
         """(B,) the critics' value of the policy at ``obs``: min_i Q_i(s, a), a ~ pi(.|s)."""
+        k_action, k_q = jax.random.split(key)
         mean, log_std = self.actor_net.apply(state.actor.params, obs)
-        return self.policy_q(state.critic.params, obs, sample_tanh_gaussian(mean, log_std, key)[0], key)
+        return self.policy_q(state.critic.params, obs, sample_tanh_gaussian(mean, log_std, k_action)[0], k_q)
 
     def policy_q(self, critic_params, obs: jax.Array, action: jax.Array, key: jax.Array) -> jax.Array:
         """(B,) what the actor maximises: min_i Q_i(s, a)."""

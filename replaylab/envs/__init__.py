@@ -75,8 +75,9 @@ def env_columns(env: Env) -> dict:
     return {"task": ((), jnp.int32), "info": ((env.info_dim,), jnp.float32)}
 
 
-def check_env_id(env_id: str, action_repeat: int = 1) -> None:
-    """Raise a one-line ConfigError if ``env_id`` cannot be trained on."""
+def check_env_id(env_id: str, action_repeat: int = 1) -> bool:
+    """Raise a one-line ConfigError if ``env_id`` cannot be trained on; else whether it is a
+    goal env (HER can relabel it)."""
     if is_meta(env_id):
         from replaylab.envs.meta import FAMILIES
 
@@ -87,15 +88,15 @@ def check_env_id(env_id: str, action_repeat: int = 1) -> None:
         if action_repeat != 1:
             raise ConfigError(f"action_repeat={action_repeat}: meta-environments take action_repeat=1 "
                               "(their tasks are defined per step)")
-        return
+        return False
     if env_id.startswith(DMC_PREFIX):
         from replaylab.envs.dmc import check_dmc_id
 
         check_dmc_id(env_id[len(DMC_PREFIX):])
-        return
+        return False
     from replaylab.envs.gym import check_gym_id
 
-    check_gym_id(env_id)
+    return check_gym_id(env_id)
 
 
 __all__ = ["Env", "make_env", "check_env_id", "env_columns", "is_meta", "ConfigError"]

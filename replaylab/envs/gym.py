@@ -24,7 +24,8 @@ def _make(env_id: str, **kwargs) -> gym.Env:
         return gym.make(env_id, **kwargs)
 
 
-def check_gym_id(env_id: str) -> None:
+def check_gym_id(env_id: str) -> bool:
+    """One-line ConfigError unless ``env_id`` can be trained on; whether it is a goal env."""
     try:
         env = _make(env_id)
     except gym.error.Error as e:
@@ -35,6 +36,7 @@ def check_gym_id(env_id: str) -> None:
         raise ConfigError(f"env={env_id}: cannot be created: {type(e).__name__}: {e}") from None
     try:
         _check_spaces(env_id, env)
+        return is_goal_space(env.observation_space)
     finally:
         env.close()
 

@@ -10,12 +10,8 @@ from replaylab.inference.smrl import SMRL
 INFERENCES: dict[str, type[Inference]] = {"none": Inference, "pearl": PEARL, "smrl": SMRL, "cemrl": CEMRL}
 
 
-def inference_params(name: str) -> dict:
-    return INFERENCES[name].params()
-
-
 def make_inference(name: str, params: dict, spec: InferenceSpec) -> Inference:
     return INFERENCES[name](spec=spec, **params)
 
 
-__all__ = ["Inference", "InferenceSpec", "INFERENCES", "inference_params", "make_inference"]
+__all__ = ["Inference", "InferenceSpec", "INFERENCES", "make_inference"]

@@ -37,11 +37,13 @@ over ``meta_batch`` tasks, instead of ``batch_size`` rows per task (PEARL).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
+
+from replaylab.params import declared
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ class Inference:
 
     @classmethod
     def params(cls) -> dict:
-        return {f.name: f for f in fields(cls) if "help" in f.metadata}
+        return declared(cls)
 
     def init(self, key: jax.Array):
         return ()

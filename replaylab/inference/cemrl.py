@@ -358,6 +358,12 @@ class CEMRL(WindowInference):
             enc.params, dec.params)
         return (apply_grads(enc, g_enc, self._tx), apply_grads(dec, g_dec, self._tx)), (-loss, terms)
 
+    def encoding_after(self, state, storage: Storage, rows: jax.Array, key: jax.Array) -> jax.Array:
+        """The stored ``next_z``: the encoding of the window ending with each row under the
+        current encoder (written by ``annotate`` and rewritten by ``relabel`` after every
+        encoder phase), so nothing is encoded again."""
+        return storage.data.extra["next_z"][rows]
+
     # -- relabelling ------------------------------------------------------------------------------
     def relabel(self, state: CEMRLState, storage: Storage, belief: WindowBelief):
         """z and next z of every stored row, chunk by chunk (see the module docstring), and

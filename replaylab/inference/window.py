@@ -24,7 +24,7 @@ from flax import struct
 
 from replaylab.inference.base import Inference
 from replaylab.replay.storage import Transition
-from replaylab.replay.tasks import window_rows
+from replaylab.replay.tasks import window_context
 
 
 @struct.dataclass
@@ -49,8 +49,7 @@ def empty_window(size: int, obs_dim: int, act_dim: int) -> tuple[Transition, jax
 
 def core(tr: Transition) -> Transition:
     """The transition without its extra columns (a window holds only these)."""
-    return Transition(obs=tr.obs, action=tr.action, reward=tr.reward, next_obs=tr.next_obs,
-                      terminated=tr.terminated, episode=tr.episode, step=tr.step)
+    return tr.replace(extra={})
 
 
 def push(window: Transition, mask: jax.Array, tr: Transition) -> tuple[Transition, jax.Array]:
@@ -103,8 +102,8 @@ class WindowInference(Inference):
 
     def encoding_after(self, state, storage, rows: jax.Array, key: jax.Array) -> jax.Array:
         """The encoding of the window that ends with each row."""
-        prev, ok = window_rows(storage, rows, self.context_size, shift=1)
-        windows = jax.tree.map(lambda x: x[prev], core(storage.data))
+        windows, ok = window_context(storage, rows, self.context_size, shift=1)
+        windows = core(windows)
         keys = jax.random.split(key, rows.shape[0])
         return jax.vmap(lambda w, m, k: self._encode(state, w, m, k).z)(windows, ok, keys)
 

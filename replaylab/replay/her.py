@@ -30,13 +30,13 @@ never comes from another episode and never crosses a wrap.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from replaylab.params import opt
+from replaylab.params import declared, opt
 from replaylab.replay.storage import Storage
 
 
@@ -48,7 +48,7 @@ class Hindsight:
 
     @classmethod
     def params(cls) -> dict:
-        return {f.name: f for f in fields(cls) if "help" in f.metadata}
+        return declared(cls)
 
     @property
     def relabels(self) -> bool:

@@ -44,7 +44,7 @@ from flax import struct
 
 from replaylab.params import opt
 from replaylab.replay.relabel import Relabel, RelabelContext
-from replaylab.replay.storage import Storage, Transition
+from replaylab.replay.storage import Storage, Transition, gather
 from replaylab.replay.tasks import TaskIndexState, TaskPool
 
 
@@ -116,7 +116,7 @@ class HFR(Relabel):
         """The last ``episode_length`` stored rows, oldest first."""
         L = self.spec.episode_length
         rows = (storage.ptr - L + jnp.arange(L)) % storage.capacity
-        return jax.tree.map(lambda x: x[rows], storage.data)
+        return gather(storage, rows)
 
     def candidates(self, traj: Transition) -> Transition:
         """(T, L, ...): ``traj`` with the rewards, terminations and task of each train task."""

@@ -8,7 +8,8 @@ from replaylab.replay.lcer import LCERClusterCentre, LCERRandomMember
 from replaylab.replay.mixup import Mixup
 from replaylab.replay.nmer import NMER
 from replaylab.replay.noise import Noise
-from replaylab.replay.her import STRATEGIES, Hindsight
+from replaylab.replay.her import STRATEGIES as HINDSIGHT
+from replaylab.replay.her import Hindsight
 from replaylab.replay.hfr import HFR
 from replaylab.replay.per import PER
 from replaylab.replay.s4rl import S4RL
@@ -21,10 +22,6 @@ SAMPLERS: dict[str, type[Sampler]] = {
 }
 
 
-def sampler_params(name: str) -> dict:
-    return SAMPLERS[name].params()
-
-
 def make_sampler(name: str, params: dict, spec: ReplaySpec) -> Sampler:
     return SAMPLERS[name](spec=spec, **params)
 
@@ -32,19 +29,8 @@ def make_sampler(name: str, params: dict, spec: ReplaySpec) -> Sampler:
 RELABELS: dict[str, type[Relabel]] = {"none": Relabel, "hfr": HFR}
 
 
-def relabel_params(name: str) -> dict:
-    return RELABELS[name].params()
-
-
 def make_relabel(name: str, params: dict, spec: RelabelSpec | None) -> Relabel:
     return RELABELS[name](spec=spec, **params)
-
-
-HINDSIGHT: dict[str, type[Hindsight]] = STRATEGIES
-
-
-def hindsight_params(name: str) -> dict:
-    return HINDSIGHT[name].params()
 
 
 def make_hindsight(name: str, params: dict, goal) -> Hindsight:

@@ -21,10 +21,12 @@ A relabeller's pure functions, for one seed (the learner vmaps them over seeds):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import numpy as np
+
+from replaylab.params import declared
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,4 +73,4 @@ class Relabel:
 
     @classmethod
     def params(cls) -> dict:
-        return {f.name: f for f in fields(cls) if "help" in f.metadata}
+        return declared(cls)

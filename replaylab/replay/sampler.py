@@ -23,12 +23,13 @@ The state is part of the checkpoint, so every method resumes exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 
+from replaylab.params import declared
 from replaylab.replay.storage import Storage, Transition, gather
 
 
@@ -65,7 +66,7 @@ class Sampler:
     @classmethod
     def params(cls) -> dict:
         """The user parameters (``replay.NAME``) as dataclass fields."""
-        return {f.name: f for f in fields(cls) if "help" in f.metadata}
+        return declared(cls)
 
     def init(self, storage: Storage):
         return ()

@@ -220,8 +220,8 @@ def window_rows(storage: Storage, rows: jax.Array, size: int, shift: int = 0) ->
     return prev, ok
 
 
-def window_context(storage: Storage, rows: jax.Array, size: int):
-    """The ``size`` transitions before each row in its episode (oldest first), and the mask
-    of the real ones (``window_rows``)."""
-    prev, ok = window_rows(storage, rows, size)
+def window_context(storage: Storage, rows: jax.Array, size: int, shift: int = 0):
+    """The ``size`` transitions before each row in its episode (oldest first; ``shift=1``:
+    ending with the row), and the mask of the real ones (``window_rows``)."""
+    prev, ok = window_rows(storage, rows, size, shift)
     return gather(storage, prev), ok

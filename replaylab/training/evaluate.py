@@ -69,7 +69,6 @@ class EvalResult:
     """What ``evaluate`` returns; arrays are (seeds, environments, episodes)."""
 
     returns: np.ndarray
-    beliefs: object  # at the end, one per environment; () without inference
     before_switch: np.ndarray  # return up to the episode's first task switch (all of it without one)
     after_switch: np.ndarray  # return from the first switch on (0 without one)
     switched: np.ndarray  # bool: the episode's task switched
@@ -147,7 +146,7 @@ def evaluate(learner, state, envs: list[list[Env]], seeds: list[int], round_: in
             if not active.any():
                 break
     stats = {k: np.asarray(v) for k, v in learner.eval_stats(beliefs).items()} if tracks_belief else None
-    result = EvalResult(returns, beliefs, before, after, switched, stats=stats,
+    result = EvalResult(returns, before, after, switched, stats=stats,
                         success=None if np.isnan(success).all() else success)
     if traced:
         label, _, p = envs[0][traced[0]].response
@@ -172,6 +171,7 @@ class SingleTaskEval:
     def __init__(self, episodes: int, goal: bool = False):
         self.tasks = np.zeros(episodes, np.int64)
         self.episodes, self.prior_episodes, self.pools = 1, 0, None
+        self.goal = goal
         if goal:
             self.columns = ("success_rate",)
 
@@ -184,7 +184,7 @@ class SingleTaskEval:
     def summary(self, result: EvalResult) -> dict[str, np.ndarray]:
         r = result.returns[..., 0]
         out = {"return_mean": r.mean(1), "return_std": r.std(1)}
-        if self.columns:
+        if self.goal:
             out["success_rate"] = result.success[..., 0].mean(1)
         return out
 

@@ -170,9 +170,13 @@ class Learner:
 
     # -- per-seed functions --------------------------------------------------------------
     def _store_one(self, s: SeedState, tr: Transition) -> SeedState:
-        belief = self.inference.observe(s.inference, s.belief, tr)
-        s = self._write_row(s, self.inference.annotate(s.inference, s.belief, belief, tr))
-        return s.replace(belief=belief)
+        belief, row = self._observe_row(s.inference, s.belief, tr)
+        return self._write_row(s, row).replace(belief=belief)
+
+    def _observe_row(self, inference_state, before, tr: Transition):
+        """The belief after ``tr``, and ``tr`` as it is stored (the encoder's columns added)."""
+        after = self.inference.observe(inference_state, before, tr)
+        return after, self.inference.annotate(inference_state, before, after, tr)
 
     def _write_row(self, s: SeedState, tr: Transition) -> SeedState:
         row = s.storage.ptr
@@ -308,12 +312,7 @@ class Learner:
         belief after it, had the acting policy seen exactly these transitions."""
         inf = self.inference
         begun = inf.begin_episode(inference_state, inf.belief_init(), jnp.asarray(True), jnp.asarray(True), key)
-
-        def step(before, tr):
-            after = inf.observe(inference_state, before, tr)
-            return after, inf.annotate(inference_state, before, after, tr)
-
-        final, rows = jax.lax.scan(step, begun, traj)
+        final, rows = jax.lax.scan(functools.partial(self._observe_row, inference_state), begun, traj)
         return rows, final
 
     def _relabel_context(self, s: SeedState) -> RelabelContext:

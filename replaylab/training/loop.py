@@ -165,10 +165,10 @@ class Trainer:
         jobs = [Upkeep("refresh", self.sampler.refresh_interval, lambda st: (learner.refresh(st), {})),
                 Upkeep("encoder", self.inference.phase_every, learner.encoder_phase),
                 Upkeep("relabel", self.inference.phase_every, lambda st: (learner.relabel(st), {})),
-                Upkeep("relabel_episode", int(self.relabel.relabels_episodes),
-                       lambda st: (learner.relabel_episode(st), {}), episode_end=True),
+                Upkeep("relabel_episode", 0, lambda st: (learner.relabel_episode(st), {}),
+                       episode_end=self.relabel.relabels_episodes),
                 Upkeep("relabel_upkeep", self.relabel.upkeep_every, learner.relabel_upkeep)]
-        self.upkeep = [job for job in jobs if job.every]
+        self.upkeep = [job for job in jobs if job.every or job.episode_end]
         self.timed = ["collect", "update"] + [job.name for job in self.upkeep]  # seconds per progress row
         self.columns = BASE_COLUMNS + list(self.protocol.columns) + list(self.agent.metric_names) \
             + list(self.inference.metric_names) + list(self.inference.phase_metric_names) \
