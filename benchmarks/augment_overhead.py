@@ -34,6 +34,7 @@ import numpy as np
 
 from replaylab.agents import make_agent
 from replaylab.config import AgentConfig
+from replaylab.envs.termination import termination_rule
 from replaylab.envs.goal import GoalSpec, distance_reward
 from replaylab.replay import clusters as cl
 from replaylab.replay.her import Future
@@ -96,7 +97,7 @@ class Case:
         agent = make_agent("sac", OBS, ACT, AgentConfig(), 1)
         her = method == "her"
         self.sampler = make_sampler("uniform" if her else method, params or {},
-                                    ReplaySpec(OBS, ACT, n, "HalfCheetah-v5"))
+                                    ReplaySpec(OBS, ACT, n, termination_rule("HalfCheetah-v5")))
         hindsight = Future(goal=GoalSpec(3, distance_reward(0.05, True), 1000)) if her else None
         self.learner = Learner(agent, self.sampler, capacity=n, batch_size=BATCH, replay_ratio=rr,
                                hindsight=hindsight, columns={"achieved_goal": ((3,), jnp.float32)} if her else None)
@@ -195,7 +196,7 @@ def nmer_index_sweep(n: int, data: dict, seconds: float, rounds: int) -> list[di
 def nmer_recall_by_rebuild(n: int, data: dict, rebuilds: int = 6) -> list[dict]:
     """Recall of NMER's default lists after each of ``rebuilds`` rebuilds on the same rows:
     each rebuild also searches the previous lists and the neighbours' lists."""
-    sampler = make_sampler("nmer", {}, ReplaySpec(OBS, ACT, n, "HalfCheetah-v5"))
+    sampler = make_sampler("nmer", {}, ReplaySpec(OBS, ACT, n, termination_rule("HalfCheetah-v5")))
     learner = Learner(make_agent("sac", OBS, ACT, AgentConfig(), 1), sampler, capacity=n, batch_size=BATCH,
                       replay_ratio=1)
     state = filled_state(learner, sampler, data, n)

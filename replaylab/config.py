@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,9 @@ import yaml
 from replaylab.agents.config import AgentConfig
 from replaylab.envs import check_env_id, is_meta, make_env
 from replaylab.errors import ConfigError
+from replaylab.envs.termination import RULES, termination_rule
 from replaylab.inference import INFERENCES
+from replaylab.models import MODELS
 from replaylab.params import opt
 from replaylab.replay.methods import HINDSIGHT, RELABELS, SAMPLERS
 
@@ -44,6 +47,8 @@ class Config:
                         choices=tuple(RELABELS))
     her: str = _opt("none", "hindsight experience replay on a goal env (Fetch, Hand): the goal strategy "
                             "(her.* sets its parameters)", choices=tuple(HINDSIGHT))
+    model: str = _opt("none", "model-generated data: mbpo fits a dynamics ensemble and mixes its rollouts into "
+                              "every batch (model.* sets its parameters)", choices=tuple(MODELS))
     inference: str = _opt("none", "task inference on a meta: env (inference.* sets its parameters)",
                           choices=tuple(INFERENCES))
     seed: int = _opt(0, "first seed; seeds are seed, seed+1, ...", min=0)
@@ -89,6 +94,7 @@ class Config:
     inference_cfg: Mapping[str, Any] = field(default_factory=dict)
     relabel_cfg: Mapping[str, Any] = field(default_factory=dict)
     her_cfg: Mapping[str, Any] = field(default_factory=dict)
+    model_cfg: Mapping[str, Any] = field(default_factory=dict)
 
     # -- derived ----------------------------------------------------------------
     @property
@@ -137,7 +143,7 @@ def _jsonable(v):
 TOP_FIELDS = {f.name: f for f in dataclasses.fields(Config) if not f.name.endswith("_cfg")}
 # the settings that pick a method from a registry; ``KIND.PARAM`` keys set its parameters (``KIND_cfg``)
 METHOD_KINDS: dict[str, Mapping[str, type]] = {"replay": SAMPLERS, "inference": INFERENCES, "relabel": RELABELS,
-                                               "her": HINDSIGHT}
+                                               "her": HINDSIGHT, "model": MODELS}
 AGENT_FIELDS = {f.name: f for f in dataclasses.fields(AgentConfig)}
 META_DEFAULTS = dict(meta_batch=16, change_steps=0, change_prob=1.0, prior_episodes=2, posterior_episodes=0,
                      extra_episodes=2, adapt_episodes=3, eval_train_tasks=5)
@@ -160,6 +166,14 @@ def _describe(f: dataclasses.Field) -> str:
     return kind + (" or null" if t != base else "")
 
 
+def _number(text: str):
+    """``text`` as a number if it reads as one, else unchanged (and rejected by the caller)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _coerce(key: str, value: Any, f: dataclasses.Field) -> Any:
     """Convert ``value`` to the field's type or raise a one-line ConfigError."""
     t = str(f.type)
@@ -170,6 +184,8 @@ def _coerce(key: str, value: Any, f: dataclasses.Field) -> Any:
             return None
         raise bad
     base = t.replace(" | None", "")
+    if base in ("int", "float") and isinstance(value, str):
+        value = _number(value)  # YAML reads 1e-3 (no dot) as a string
     if base == "bool":
         if isinstance(value, bool):
             return value
@@ -177,11 +193,12 @@ def _coerce(key: str, value: Any, f: dataclasses.Field) -> Any:
             return value.lower() in ("true", "yes", "1")
         raise bad
     if base == "int":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or int(value) != value:
             raise bad
         value = int(value)
     elif base == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise bad
         value = float(value)
     elif base == "str":
@@ -300,7 +317,10 @@ def _check_consistency(cfg: Config) -> None:
         raise ConfigError(
             f"reset_layers={cfg.reset_layers}: expected at most {len(cfg.agent_cfg.hidden_sizes) + 1} "
             "(the number of Dense layers per network)")
-    if not check_env_id(cfg.env, cfg.action_repeat) and cfg.her != "none":
+    goal_env = check_env_id(cfg.env, cfg.action_repeat)
+    if cfg.model != "none":
+        _check_model(cfg, goal_env)
+    if not goal_env and cfg.her != "none":
         raise ConfigError(f"her={cfg.her}: needs a goal env (a dict observation with achieved and desired goals, "
                           f"e.g. FetchReach-v4); env={cfg.env} has no goal")
     if not cfg.is_meta:
@@ -327,6 +347,22 @@ def _check_consistency(cfg: Config) -> None:
         raise ConfigError(f"batch_size={cfg.batch_size}: with inference={cfg.inference} a batch is batch_size rows "
                           f"spread evenly over meta_batch={cfg.meta_batch} tasks; expected a multiple of meta_batch")
     cfg.make_env().close()  # the family checks its counts and switch settings
+
+
+def _check_model(cfg: Config, goal_env: bool) -> None:
+    name = f"model={cfg.model}"
+    if cfg.is_meta or goal_env:
+        raise ConfigError(f"{name}: needs a single-task env without goals (its models predict the observation); "
+                          f"env={cfg.env} is a {'task distribution' if cfg.is_meta else 'goal env'}")
+    if termination_rule(cfg.env) is None:
+        raise ConfigError(f"{name}: env={cfg.env} has no known termination rule for model rollouts; expected "
+                          f"one of {', '.join(RULES)} (MuJoCo -v4/-v5; Pendulum-v1)")
+    p = {**{k: f.default for k, f in MODELS[cfg.model].params().items()}, **cfg.model_cfg}
+    if p["elites"] > p["ensemble"]:
+        raise ConfigError(f"model.elites={p['elites']}: expected at most model.ensemble={p['ensemble']}")
+    if p["buffer_rows"] and p["buffer_rows"] < p["rollout_batch"]:
+        raise ConfigError(f"model.buffer_rows={p['buffer_rows']}: expected 0 (auto) or at least "
+                          f"model.rollout_batch={p['rollout_batch']} (one rollout step must fit)")
 
 
 def _check_relabel(cfg: Config) -> None:

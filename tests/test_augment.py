@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import replaylab
+from replaylab.envs.termination import termination_rule
 from replaylab.replay import clusters as cl
 from replaylab.replay import storage as st
 from replaylab.replay.ct import next_in_episode
@@ -46,7 +47,7 @@ def filled(n: int, capacity: int | None = None, episode_len: int = 50, terminal_
 
 
 def sampler(name: str, capacity: int, env_id: str = "", **params):
-    return make_sampler(name, params, ReplaySpec(OBS, ACT, capacity, env_id))
+    return make_sampler(name, params, ReplaySpec(OBS, ACT, capacity, termination_rule(env_id)))
 
 
 def brute_knn(storage, clusters, rows, k):

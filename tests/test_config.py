@@ -16,6 +16,8 @@ from tests.conftest import cli
         ("replay_ratio=0", "replay_ratio=0: expected an integer >= 1"),
         ("replay_ratio=abc", "replay_ratio=abc: expected an integer >= 1"),
         ("seeds=2.5", "seeds=2.5: expected an integer >= 1"),
+        ("total_steps=inf", "total_steps=inf: expected an integer >= 1"),
+        ("agent.actor_lr=nan", "agent.actor_lr=nan: expected a number >= 0.0"),
         ("agent=ppo", "agent=ppo: expected one of sac, dsac, td3, ddpg"),
         ("agent.gamma=1.5", "agent.gamma=1.5: expected a number in [0.0, 1.0]"),
         ("agent.hidden_sizes=[64,x]", "agent.hidden_sizes=[64, \"x\"]: expected a list of integers >= 1"),
@@ -40,6 +42,13 @@ def test_bad_values_give_one_line_and_exit_2(tmp_path, arg, expected):
     assert lines[0].startswith("replaylab: error: ")
     assert expected in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_numbers_in_exponent_form_are_numbers():
+    # YAML 1.1 reads 1e-3 (no dot) as a string; settings take it as the number it spells
+    cfg = from_flat({"agent.actor_lr": "1e-3", "total_steps": "2e4", "replay": "per", "replay.beta": "5E-1"})
+    assert (cfg.agent_cfg.actor_lr, cfg.total_steps, cfg.replay_cfg["beta"]) == (1e-3, 20000, 0.5)
+    assert isinstance(cfg.total_steps, int)
 
 
 def test_missing_and_unparsable_config_files(tmp_path):

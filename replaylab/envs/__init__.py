@@ -34,6 +34,7 @@ class Env(Protocol):
     act_dim: int
     tasks: object  # None, or a TaskSet
     goal: object  # None, or a goal.GoalSpec (goal envs, for HER)
+    termination: object  # None, or the terminal rule on next observations in JAX (termination.py)
 
     def reset(self, seed: int, task: int = 0, switch_pool: np.ndarray | None = None) -> np.ndarray: ...
 

@@ -48,6 +48,7 @@ class DMCEnv:
 
     tasks = None  # a single task
     goal = None  # no goal (HER)
+    termination = None  # the suite's rules are not written on observations
 
     def reset(self, seed: int, task: int = 0, switch_pool=None) -> np.ndarray:
         self._env.task.random.seed(int(seed) % 2**32)

@@ -12,6 +12,7 @@ import warnings
 import gymnasium as gym
 import numpy as np
 
+from replaylab.envs.termination import termination_rule
 from replaylab.envs.goal import flat_obs, goal_spec, is_goal_space, register_robotics
 from replaylab.errors import ConfigError
 
@@ -65,6 +66,7 @@ class GymEnv:
         self.act_dim = int(np.prod(space.shape))
         self._repeat = action_repeat
         observed = self._env.observation_space
+        self.termination = termination_rule(env_id)
         if is_goal_space(observed):
             self.goal = goal_spec(env_id, self._env)
             self.obs_dim = int(np.prod(observed["observation"].shape)) + self.goal.dim

@@ -11,7 +11,7 @@ LCER-RM, random member:
     (p = q = i if c has none);  row = lam * T_p + (1 - lam) * T_q
 
 Termination of a synthetic row is recomputed from its interpolated s' where the env's
-rule is known (``termination.py``: Hopper, Walker2d, Ant, the inverted pendulums; never
+rule is known (``envs/termination.py``: Hopper, Walker2d, Ant, the inverted pendulums; never
 for HalfCheetah, Swimmer, ...). Otherwise it is the sample's flag (i, or p for RM), and
 a pair that touches a terminal stays the real sample, as in NMER.
 
@@ -40,7 +40,6 @@ from replaylab.replay import clusters as cl
 from replaylab.replay.mixing import beta, mix, pair_or_real, where_rows
 from replaylab.replay.sampler import Sampler, auto_interval
 from replaylab.replay.storage import Transition, gather
-from replaylab.replay.termination import termination_rule
 
 
 @struct.dataclass
@@ -103,7 +102,7 @@ class _LCER(Sampler):
     def _mix(self, sample: Transition, partner: Transition, lam: jax.Array, ok: jax.Array) -> Transition:
         """Mix where ``ok``. Where the env's termination rule is known the mixed row's flag
         is recomputed from its s'; otherwise a pair touching a terminal stays real."""
-        rule = termination_rule(self.spec.env_id)
+        rule = self.spec.termination
         if rule is None:
             return pair_or_real(sample, partner, lam, ok)
         mixed = mix(sample, partner, lam)

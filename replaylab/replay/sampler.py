@@ -24,7 +24,7 @@ The state is part of the checkpoint, so every method resumes exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +40,7 @@ class ReplaySpec:
     obs_dim: int
     act_dim: int
     capacity: int
-    env_id: str = ""
+    termination: Callable | None = None  # the env's terminal rule on next observations, if known
     multi_task: bool = False
 
 

@@ -30,6 +30,7 @@ from flax import struct
 
 from replaylab.agents import Agent
 from replaylab.inference import Inference, InferenceSpec
+from replaylab.models import NoModel
 from replaylab.replay import storage as replay_storage
 from replaylab.replay.her import Hindsight
 from replaylab.replay.relabel import Relabel, RelabelContext
@@ -51,6 +52,7 @@ class SeedState:
     key: jax.Array
     first_bad_update: jax.Array  # -1 while every loss has been finite
     relabel: Any = ()  # the trajectory relabeller's state (HFR's log-partition estimates)
+    model: Any = ()  # the model component's state (MBPO's ensemble and model buffer)
 
 
 @struct.dataclass
@@ -99,10 +101,11 @@ class Learner:
     def __init__(self, agent: Agent, sampler: Sampler, *, capacity: int, replay_ratio: int,
                  batch_size: int | None = None, tasks=None, inference: Inference | None = None,
                  columns: dict | None = None, reset_layers: int = 0, reward_scale: float = 1.0,
-                 relabel: Relabel | None = None, hindsight: Hindsight | None = None):
+                 relabel: Relabel | None = None, hindsight: Hindsight | None = None, model: NoModel | None = None):
         """``tasks`` (``replay.tasks.SingleTask`` or ``MultiTask``) says how batches are
         drawn, by default ``batch_size`` rows of one task; ``inference``, ``relabel`` and
-        ``hindsight`` (HER) default to none."""
+        ``hindsight`` (HER) default to none; so does ``model`` (model rows completing each
+        batch: then ``tasks`` draws only the batch's real rows)."""
         self.agent = agent
         self.sampler = sampler
         self.tasks = tasks if tasks is not None else SingleTask(batch_size)
@@ -114,6 +117,7 @@ class Learner:
         self.reward_scale = reward_scale
         self.relabeller = relabel if relabel is not None else Relabel()
         self.hindsight = hindsight if hindsight is not None else Hindsight()
+        self.model = model if model is not None else NoModel()
         self.store = jax.jit(jax.vmap(self._store_one), donate_argnums=0)
         self.update = jax.jit(jax.vmap(self._update_one, in_axes=(0, 0, None, 0)), donate_argnums=0)
         self.act = jax.jit(jax.vmap(self._act_one, in_axes=(0, 0, 0, None)), static_argnums=3, donate_argnums=0)
@@ -128,6 +132,7 @@ class Learner:
         self.relabel = jax.jit(self._relabel_seeds, donate_argnums=0)
         self.relabel_episode = jax.jit(jax.vmap(self._relabel_episode_one), donate_argnums=0)
         self.relabel_upkeep = jax.jit(jax.vmap(self._relabel_upkeep_one), donate_argnums=0)
+        self.model_upkeep = jax.jit(self._model_upkeep_seeds, donate_argnums=0)
         self._init_single = jax.jit(self._init_one)
         self._agent_init = jax.jit(agent.init)
         self._split_keys = jax.jit(jax.vmap(self._split_key_one), donate_argnums=0)
@@ -152,7 +157,7 @@ class Learner:
         return SeedState(agent=self.agent.init(k_agent), inference=self.inference.init(k_inference),
                          belief=self.inference.belief_init(), storage=storage, sampler=self.sampler.init(storage),
                          tasks=self.tasks.init(self.capacity), key=key, first_bad_update=jnp.asarray(-1, jnp.int32),
-                         relabel=self.relabeller.init())
+                         relabel=self.relabeller.init(), model=self.model.init(jax.random.fold_in(k_agent, 2)))
 
     def reset(self, state: SeedState) -> SeedState:
         """Re-initialise networks and optimiser state with fresh keys; keep the replay."""
@@ -227,13 +232,14 @@ class Learner:
             k_infer = jax.random.fold_in(k_sample, 1)  # unused (and compiled away) without inference
             batch, sampler_state = self.tasks.sample(tasks, storage, k_sample, self.sampler, sampler_state)
             batch = batch.replace(data=self.hindsight(batch.data, batch.rows, storage, jax.random.fold_in(k_sample, 2)))
+            batch = self.model.mix(s.model, batch, jax.random.fold_in(k_sample, 3))
             data, aux = self.inference.condition(inference_state, batch, k_infer)
             if self.reward_scale != 1.0:
                 data = data.replace(reward=data.reward * self.reward_scale)
             step = step0 + i
             agent_state, metrics, td, obs_grad = self.agent.update(agent_state, data, batch.weights, k_update, step)
             inference_state, inference_metrics = self.inference.update(inference_state, aux, obs_grad)
-            sampler_state = self.sampler.update(sampler_state, batch.rows, td)
+            sampler_state = self.sampler.update(sampler_state, batch.rows, td[: batch.rows.shape[0]])  # real rows first
             metrics = {**metrics, **inference_metrics}
             finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
             bad = jnp.where((bad < 0) & ~finite, step, bad)
@@ -332,3 +338,18 @@ class Learner:
         key, k = jax.random.split(s.key)
         relabel, metrics = self.relabeller.upkeep(s.relabel, s.storage, s.tasks, k, self._relabel_context(s))
         return s.replace(key=key, relabel=relabel), metrics
+
+    # -- the model component's upkeep (MBPO's fit and rollouts), seed by seed ----------------
+    def _model_upkeep_seeds(self, state: SeedState, length: jax.Array):
+        """Fit and roll out with ``lax.map`` over seeds: one seed's rollout batch and
+        model-training arrays are alive at a time."""
+
+        def one(args):
+            model_state, agent_state, storage, key = args
+            key, k = jax.random.split(key)
+            policy = functools.partial(self.agent.explore, agent_state)
+            model_state, metrics = self.model.upkeep(model_state, storage, k, length, policy)
+            return model_state, key, metrics
+
+        model_state, key, metrics = jax.lax.map(one, (state.model, state.agent, state.storage, state.key))
+        return state.replace(model=model_state, key=key), metrics

@@ -10,7 +10,8 @@ Per environment step:
        warm-up, with no updates), starting the belief of any episode that begins
     -> upkeep jobs, once just before the first update and then every so many steps: the
        sampler's index rebuild (``refresh_interval``); an inference method's encoder
-       phase and relabelling (``phase_every``: CEMRL's epoch)
+       phase and relabelling (``phase_every``: CEMRL's epoch); a model's fit and
+       rollouts (``upkeep_every``: MBPO's model training)
     -> every ``reset_interval`` updates: re-initialise the networks, keep the replay
     -> every ``eval_interval`` steps: evaluate (``evaluate.py``: plain episodes, or the
        adaptation protocol on a task distribution), write progress.csv
@@ -38,6 +39,7 @@ from replaylab.config import Config
 from replaylab.envs import env_columns
 from replaylab.errors import RunError
 from replaylab.inference import InferenceSpec, make_inference
+from replaylab.models import ModelSpec, make_model
 from replaylab.replay.methods import make_hindsight, make_relabel, make_sampler
 from replaylab.replay.relabel import RelabelSpec
 from replaylab.replay.sampler import ReplaySpec
@@ -107,7 +109,7 @@ class HostState:
 
 @dataclass(frozen=True)
 class Upkeep:
-    """A job between environment steps: ``job(state) -> (state, metrics)`` just before the
+    """A job between environment steps: ``job(state, env_step) -> (state, metrics)`` just before the
     first update and at every multiple of ``every`` environment steps after it (``every``
     0: never); with ``episode_end``, instead after every step that ends the training
     episodes, from the warm-up's end on (no warm-up episode is relabelled)."""
@@ -144,35 +146,41 @@ class Trainer:
         self.eval_envs = [[cfg.make_env() for _ in self.protocol.tasks] for _ in self.seeds]
         self.agent = make_agent(cfg.agent, env.obs_dim + self.inference.encoding_dim, env.act_dim, cfg.agent_cfg,
                                 cfg.policy_delay, obs_grad=self.inference.needs_obs_grad)
-        spec = ReplaySpec(obs_dim=env.obs_dim, act_dim=env.act_dim, capacity=cfg.buffer_size, env_id=cfg.env,
+        spec = ReplaySpec(obs_dim=env.obs_dim, act_dim=env.act_dim, capacity=cfg.buffer_size, termination=env.termination,
                           multi_task=multi)
         self.sampler = make_sampler(cfg.replay, dict(cfg.replay_cfg), spec)
         relabel_spec = RelabelSpec(type(env).reward_fn, task_set.params[: task_set.num_train],
                                    cfg.episode_length) if multi else None
         self.relabel = make_relabel(cfg.relabel, dict(cfg.relabel_cfg), relabel_spec)
+        self.model = make_model(cfg.model, dict(cfg.model_cfg), ModelSpec(env.obs_dim, env.act_dim, cfg.batch_size,
+                                                                          env.termination))
         per_task = cfg.batch_size // cfg.meta_batch if multi and self.inference.split_batch else cfg.batch_size
         tasks = MultiTask(task_set.num_train, cfg.meta_batch, per_task, self.schedule.episodes_per_visit,
                           self.schedule.context_episodes, segments_per_task(cfg, task_set, self.schedule,
                                                                                self.relabel.relabels_episodes),
                           self.inference.context, self.inference.context_size) if multi \
-            else SingleTask(cfg.batch_size)
+            else SingleTask(self.model.real_rows(cfg.batch_size))
         self.env_columns = env_columns(env)  # what the env's extras hold that is stored
         self.learner = Learner(self.agent, self.sampler, capacity=cfg.buffer_size, replay_ratio=cfg.replay_ratio,
                                tasks=tasks, inference=self.inference, columns=self.env_columns,
                                reset_layers=cfg.reset_layers, reward_scale=cfg.agent_cfg.reward_scale,
-                               relabel=self.relabel, hindsight=make_hindsight(cfg.her, dict(cfg.her_cfg), env.goal))
+                               relabel=self.relabel, hindsight=make_hindsight(cfg.her, dict(cfg.her_cfg), env.goal),
+                               model=self.model)
         learner = self.learner
-        jobs = [Upkeep("refresh", self.sampler.refresh_interval, lambda st: (learner.refresh(st), {})),
-                Upkeep("encoder", self.inference.phase_every, learner.encoder_phase),
-                Upkeep("relabel", self.inference.phase_every, lambda st: (learner.relabel(st), {})),
-                Upkeep("relabel_episode", 0, lambda st: (learner.relabel_episode(st), {}),
+        model = self.model
+        jobs = [Upkeep("refresh", self.sampler.refresh_interval, lambda st, _: (learner.refresh(st), {})),
+                Upkeep("encoder", self.inference.phase_every, lambda st, _: learner.encoder_phase(st)),
+                Upkeep("relabel", self.inference.phase_every, lambda st, _: (learner.relabel(st), {})),
+                Upkeep("relabel_episode", 0, lambda st, _: (learner.relabel_episode(st), {}),
                        episode_end=self.relabel.relabels_episodes),
-                Upkeep("relabel_upkeep", self.relabel.upkeep_every, learner.relabel_upkeep)]
+                Upkeep("relabel_upkeep", self.relabel.upkeep_every, lambda st, _: learner.relabel_upkeep(st)),
+                Upkeep("model", model.upkeep_every,
+                       lambda st, step: learner.model_upkeep(st, np.int32(model.rollout_length(step))))]
         self.upkeep = [job for job in jobs if job.every or job.episode_end]
         self.timed = ["collect", "update"] + [job.name for job in self.upkeep]  # seconds per progress row
         self.columns = BASE_COLUMNS + list(self.protocol.columns) + list(self.agent.metric_names) \
             + list(self.inference.metric_names) + list(self.inference.phase_metric_names) \
-            + list(self.relabel.metric_names) + [f"time_{name}" for name in self.timed]
+            + list(self.relabel.metric_names) + list(self.model.metric_names) + [f"time_{name}" for name in self.timed]
         self.ckpt_root = run_dir / "checkpoints"
         self.last_checkpoint: Path | None = None
 
@@ -272,7 +280,7 @@ class Trainer:
                     raise RunError(f"{job.name}: episodes ended at different steps in different seeds; "
                                    "trajectory relabelling needs fixed-length episodes")
                 t = time.perf_counter()
-                state, metrics = job.job(state)
+                state, metrics = job.job(state, h.env_step)
                 if metrics:
                     h.phase_metrics = {**h.phase_metrics, **{k: np.asarray(v).tolist() for k, v in metrics.items()}}
                 jax.block_until_ready(state)

@@ -86,6 +86,7 @@ class MetaEnv:
     response: ClassVar[tuple[str, Callable[[Any, Any], Any], int] | None] = None
     terminates: ClassVar[bool] = False  # can an episode end before episode_length (a fall)?
     goal: ClassVar[None] = None  # tasks, not goals (HER)
+    termination: ClassVar[None] = None  # per task: ``reward_fn`` returns it
 
     def __init__(self, tasks: TaskSet, episode_length: int, change_steps: int = 0, change_prob: float = 1.0):
         if tasks.names != self.param_names:

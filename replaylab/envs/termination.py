@@ -1,10 +1,11 @@
 """Known termination rules, as functions of the next observation (Gymnasium MuJoCo v4/v5).
 
-LCER recomputes the terminal flag of a synthetic transition from its interpolated next
-state. These are the environments' own "healthy" checks written on the observation
-(default observation settings); a test checks each against real episodes. Environments
-that never terminate map to ``NEVER``. For any other id the rule is unknown (``None``)
-and a method keeps the sample's stored flag.
+An env owns its rule (``env.termination``): LCER recomputes the terminal flag of a mixed
+transition from its interpolated next state, MBPO stops a model rollout where its predicted
+state is terminal. These are the environments' own "healthy" checks written on the
+observation (default observation settings); a test checks each against real episodes.
+Environments that never terminate map to ``NEVER``. For any other id the rule is unknown
+(``None``): a mixing method keeps the sample's stored flag, MBPO refuses the env.
 """
 
 from __future__ import annotations
