@@ -16,11 +16,21 @@ random rows. Prints a table and writes benchmarks/results/augment_overhead.json.
 task: the last 3 observation entries are the goal, the first 3 of s' the achieved goal
 (a stored column), Fetch's sparse reward, HalfCheetah's 1000-step episodes (the binary
 search for an episode's extent takes 10 steps here, 6 for Fetch's 50).
+
+``mbpo`` is uniform replay with ``model=mbpo`` at its defaults (7 x 4 x 200 ensemble,
+100k rollouts every 250 steps, 5% real rows). Its upkeep (fit, then roll out) is timed in
+parts on the same buffer: the fixed work, one training epoch over the buffer and one
+rollout step, from fits cut at 1 and 2 epochs and rollouts of 1 and 2 steps. A fit runs
+until 5 epochs pass without a 1% holdout gain, so it takes at least 6 epochs; the upkeep is
+amortised as base + 6 epochs + k steps over 250 env steps, at k = 1 (MBPO's first 20k
+steps) and k = 15 (its longest rollouts; ``per_update_ms_k15``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import platform
 import statistics
@@ -34,8 +44,9 @@ import numpy as np
 
 from replaylab.agents import make_agent
 from replaylab.config import AgentConfig
-from replaylab.envs.termination import termination_rule
+from replaylab.envs.termination import NEVER, termination_rule
 from replaylab.envs.goal import GoalSpec, distance_reward
+from replaylab.models import ModelSpec, make_model
 from replaylab.replay import clusters as cl
 from replaylab.replay.her import Future
 from replaylab.replay.methods import SAMPLERS, make_sampler
@@ -95,12 +106,14 @@ class Case:
 
     def __init__(self, method: str, n: int, rr: int, data: dict, params: dict | None = None):
         agent = make_agent("sac", OBS, ACT, AgentConfig(), 1)
-        her = method == "her"
-        self.sampler = make_sampler("uniform" if her else method, params or {},
+        her, mbpo = method == "her", method == "mbpo"
+        self.sampler = make_sampler("uniform" if her or mbpo else method, params or {},
                                     ReplaySpec(OBS, ACT, n, termination_rule("HalfCheetah-v5")))
         hindsight = Future(goal=GoalSpec(3, distance_reward(0.05, True), 1000)) if her else None
-        self.learner = Learner(agent, self.sampler, capacity=n, batch_size=BATCH, replay_ratio=rr,
-                               hindsight=hindsight, columns={"achieved_goal": ((3,), jnp.float32)} if her else None)
+        model = make_model("mbpo", {}, ModelSpec(OBS, ACT, BATCH, NEVER)) if mbpo else None
+        self.learner = Learner(agent, self.sampler, capacity=n, batch_size=model.real_rows(BATCH) if mbpo else BATCH,
+                               replay_ratio=rr, hindsight=hindsight, model=model,
+                               columns={"achieved_goal": ((3,), jnp.float32)} if her else None)
         self.state = filled_state(self.learner, self.sampler, data, n)
         self.row = {"method": method, **(params or {}), "buffer": n, "rr": rr, "refresh_s": 0.0,
                     "refresh_interval": self.sampler.refresh_interval, "step_ms_reps": []}
@@ -115,6 +128,8 @@ class Case:
             self.row["rebuilds"] = len(times)
             if method == "nmer":  # before the timed steps, which write the same row over and over
                 self.row.update(nmer_recall(self.state, self.sampler, n))
+        if mbpo:
+            self.row.update(time_model_upkeep(self, model, agent))
         i = np.arange(1)
         self.tr = Transition(obs=data["obs"][i], action=data["action"][i], reward=data["reward"][i],
                              next_obs=data["next_obs"][i], terminated=np.zeros(1, bool),
@@ -136,6 +151,44 @@ class Case:
         return (time.perf_counter() - t0) / calls * 1e3
 
 
+def time_model_upkeep(case: Case, model, agent, reps: int = 1) -> dict:
+    """MBPO's upkeep in parts (see the module docstring); leaves the model buffer filled
+    by a rollout, so the timed steps mix real model rows."""
+    one = jax.tree.map(lambda x: x[0], case.state)
+    d = one.storage.data
+    x, y = jnp.concatenate([d.obs, d.action], -1), jnp.concatenate([d.reward[:, None], d.next_obs - d.obs], -1)
+    fits = {e: jax.jit(dataclasses.replace(model, max_epochs=e).models.fit) for e in (1, 2)}
+    roll = jax.jit(lambda ens, buf, obs, length, key, agent_state: model.rollout(
+        ens, buf, obs, length, key, functools.partial(agent.explore, agent_state)), donate_argnums=1)
+    starts = d.obs[:model.rollout_batch]
+
+    def timed(fn, *args):
+        best = float("inf")
+        for _ in range(reps + 1):  # the first call compiles
+            t0 = time.perf_counter()
+            out = jax.block_until_ready(fn(*args))
+            best = min(best, time.perf_counter() - t0)
+        return best, out
+
+    key = jax.random.PRNGKey(0)
+    fit1, ens = timed(fits[1], one.model.ensemble, x, y, one.storage.size, key)
+    fit2, _ = timed(fits[2], one.model.ensemble, x, y, one.storage.size, key)
+    buf, rolls = one.model.buffer, {}
+    for length in (1, 2, 1, 2, 1, 2):  # the model buffer is donated, as in the learner: no copy
+        t0 = time.perf_counter()
+        buf, _ = jax.block_until_ready(roll(ens, buf, starts, length, key, one.agent))
+        rolls.setdefault(length, []).append(time.perf_counter() - t0)
+    roll1, roll2 = min(rolls[1][1:]), min(rolls[2])  # the first call compiles
+    epoch, step = fit2 - fit1, roll2 - roll1
+    base = fit1 - epoch + roll1 - step
+    upkeep = base + 6 * epoch + step
+    filled = one.model.replace(ensemble=ens, buffer=buf, window=buf.size)
+    case.state = case.state.replace(model=jax.tree.map(lambda v: v[None], filled))
+    case.row.update(refresh_interval=model.train_every)
+    return {"refresh_s": upkeep, "fit_epoch_s": epoch, "rollout_step_s": step, "upkeep_base_s": base,
+            "upkeep_k15_s": upkeep + 14 * step}
+
+
 def per_update_ms(row: dict, step_ms: float) -> float:
     amort = row["refresh_s"] * 1e3 / row["refresh_interval"] if row["refresh_interval"] else 0.0
     return (step_ms + amort) / row["rr"]
@@ -155,6 +208,8 @@ def measure_all(methods: list[str], n: int, rr: int, data: dict, seconds: float,
         r = c.row
         r["step_ms"] = statistics.median(r["step_ms_reps"])
         r["per_update_ms"] = per_update_ms(r, r["step_ms"])
+        if "upkeep_k15_s" in r:
+            r["per_update_ms_k15"] = per_update_ms({**r, "refresh_s": r["upkeep_k15_s"]}, r["step_ms"])
         if base:
             r["vs_uniform"] = statistics.median(
                 per_update_ms(r, m) / per_update_ms(cases[methods.index("uniform")].row, u)
@@ -211,7 +266,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="100000,1000000")
     p.add_argument("--rrs", default="1,20")
-    p.add_argument("--methods", default=",".join(SAMPLERS), help="replay methods, and 'her' (uniform + HER)")
+    p.add_argument("--methods", default=",".join(SAMPLERS), help="replay methods, 'her' (uniform + HER) and 'mbpo' (uniform + model=mbpo)")
     p.add_argument("--seconds", type=float, default=1.0, help="timed seconds per method and round")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds; ratios are medians over them")
     p.add_argument("--nmer-index", type=int, default=0, metavar="ROWS",
@@ -247,7 +302,8 @@ def main() -> None:
                        f"(random {r['random_dist_ratio']:.2f}x)") if "recall" in r else ""
                 ratio = f"{r['vs_uniform']:.2f}x" if r.get("vs_uniform") else "-"
                 print(f"{n:>8} RR{rr:<3} {r['method']:<9} step {r['step_ms']:8.2f} ms  refresh {r['refresh_s']:6.2f} s "
-                      f"every {r['refresh_interval']:>5}  per update {r['per_update_ms']:6.2f} ms  {ratio}{rec}",
+                      f"every {r['refresh_interval']:>5}  per update {r['per_update_ms']:6.2f} ms  {ratio}{rec}"
+                      + (f"  (k=15: {r['per_update_ms_k15']:.2f} ms)" if "per_update_ms_k15" in r else ""),
                       flush=True)
     write_json(Path(args.out), rows)
 

@@ -360,6 +360,9 @@ def _check_model(cfg: Config, goal_env: bool) -> None:
     p = {**{k: f.default for k, f in MODELS[cfg.model].params().items()}, **cfg.model_cfg}
     if p["elites"] > p["ensemble"]:
         raise ConfigError(f"model.elites={p['elites']}: expected at most model.ensemble={p['ensemble']}")
+    for lo, hi in (("min_length", "max_length"), ("min_epoch", "max_epoch")):
+        if p[lo] > p[hi]:
+            raise ConfigError(f"model.{lo}={p[lo]}: expected at most model.{hi}={p[hi]}")
     if p["buffer_rows"] and p["buffer_rows"] < p["rollout_batch"]:
         raise ConfigError(f"model.buffer_rows={p['buffer_rows']}: expected 0 (auto) or at least "
                           f"model.rollout_batch={p['rollout_batch']} (one rollout step must fit)")

@@ -8,7 +8,7 @@ the batches. Its pure functions, for one seed (the learner vmaps or maps them ov
 - ``upkeep(state, storage, key, length, policy) -> (state, metrics)``: a job every
   ``upkeep_every`` environment steps (and just before the first update): fit the models
   on the real ``storage``, then roll them out for ``length`` steps
-  (``rollout_length(env_step)``, computed by the loop) with ``policy(obs, key) -> action``,
+  (``rollout_length(steps)``, computed by the loop from the steps since the warm-up) with ``policy(obs, key) -> action``,
   the agent's current exploration policy;
 - ``mix(state, batch, key) -> batch``: the real batch of ``real_rows`` rows (drawn by the
   replay method, relabelled by HER) completed to ``batch_size`` rows with model rows; the
@@ -56,7 +56,7 @@ class NoModel:
     def real_rows(self, batch_size: int) -> int:
         return batch_size
 
-    def rollout_length(self, env_step: int) -> int:
+    def rollout_length(self, steps: int) -> int:
         return 0
 
     def init(self, key: jax.Array):

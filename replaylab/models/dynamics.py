@@ -13,11 +13,14 @@ Per member, on a batch (x, y):
          + sum_l decay_l * |W_l|^2 / 2                          MBPO's per-layer decays
 
 ``fit`` is MBPO's training call: a fresh random split with ``holdout`` of the rows (at
-most ``max_holdout``) held out, epochs of minibatches (each member draws its own rows),
-and after every epoch each member whose holdout MSE improved by more than 1 % keeps a
-snapshot; training stops after ``patience`` epochs in which no member improved, every
-member returns to its best snapshot, and the ``elites`` best on holdout MSE are used for
-rollouts. The Adam moments carry over between fits (MBPO keeps its optimiser).
+most ``max_holdout``) held out, inputs standardised with the training rows' statistics,
+each member trained on its own bootstrap resample of the training rows, and after every
+epoch each member whose holdout MSE improved by more than 1 % keeps a snapshot; training
+stops after ``patience`` epochs in which no member improved, every member returns to its
+best snapshot, and the ``elites`` best on holdout MSE are used for rollouts. The Adam
+moments carry over between fits (MBPO keeps its optimiser). One difference: each member
+has its own log-variance bounds (MBPO shares one pair across the ensemble), which keeps
+every member a self-contained pytree slice.
 """
 
 from __future__ import annotations
@@ -78,7 +81,8 @@ class Ensemble:
         w = [jax.random.truncated_normal(k, -2.0, 2.0, (i, o)) / (2.0 * jnp.sqrt(i))
              for k, i, o in zip(keys, sizes[:-1], sizes[1:])]
         b = [jnp.zeros((o,)) for o in sizes[1:]]
-        return dict(w=w, b=b, max_lv=jnp.full((self.out_dim,), 0.5), min_lv=jnp.full((self.out_dim,), -10.0))
+        return dict(w=w, b=b, max_lv=jnp.full((self.out_dim,), 0.5, jnp.float32),
+                    min_lv=jnp.full((self.out_dim,), -10.0, jnp.float32))
 
     def forward(self, p, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Mean and bounded log-variance of the targets at standardised inputs ``x``."""
@@ -108,20 +112,22 @@ class Ensemble:
     def fit(self, state: EnsembleState, x: jax.Array, y: jax.Array, n: jax.Array, key: jax.Array):
         """Train on the first ``n`` rows of ``x`` (N, D_in) and ``y`` (N, D_out), ``n`` traced."""
         cap = x.shape[0]
-        valid = (jnp.arange(cap) < n)[:, None]
-        count = jnp.maximum(n, 1).astype(jnp.float32)
-        mean = jnp.sum(jnp.where(valid, x, 0.0), 0) / count
-        std = jnp.sqrt(jnp.sum(jnp.where(valid, (x - mean) ** 2, 0.0), 0) / count)
-        std = jnp.where(std < 1e-12, 1.0, std)
-        xs = (x - mean) / std
-        k_split, key = jax.random.split(key)
+        k_split, k_boot, key = jax.random.split(key, 3)
         # a random order of the valid rows: the first H are held out, the rest are trained on
-        order = jnp.argsort(jnp.where(valid[:, 0], jax.random.uniform(k_split, (cap,)), 2.0))
+        valid = jnp.arange(cap) < n
+        order = jnp.argsort(jnp.where(valid, jax.random.uniform(k_split, (cap,)), 2.0))
         held = min(self.max_holdout, cap)
         H = jnp.minimum((n * self.holdout).astype(jnp.int32), held)
         hold_rows, hold_mask = order[:held], jnp.arange(held) < H
         n_train = jnp.maximum(n - H, 1)
         steps = (n_train + self.batch - 1) // self.batch
+        train = (valid & ~jnp.zeros(cap, bool).at[hold_rows].set(hold_mask))[:, None]
+        count = n_train.astype(jnp.float32)
+        mean = jnp.sum(jnp.where(train, x, 0.0), 0) / count
+        std = jnp.sqrt(jnp.sum(jnp.where(train, (x - mean) ** 2, 0.0), 0) / count)
+        std = jnp.where(std < 1e-12, 1.0, std)
+        xs = (x - mean) / std
+        boot = jax.random.randint(k_boot, (self.members, cap), 0, n_train)  # each member's resample (first n_train)
 
         def holdout_mse(p):
             m, _ = self.forward(p, xs[hold_rows])
@@ -130,7 +136,8 @@ class Ensemble:
 
         def step(i, carry):
             params, opt, k = carry
-            rows = order[H + jax.random.randint(jax.random.fold_in(k, i), (self.members, self.batch), 0, n_train)]
+            pick = jax.random.randint(jax.random.fold_in(k, i), (self.members, self.batch), 0, n_train)
+            rows = order[H + jnp.take_along_axis(boot, pick, 1)]
             grads = jax.vmap(jax.grad(self.loss))(params, xs[rows], y[rows])
             updates, opt = self.tx.update(grads, opt, params)
             return optax.apply_updates(params, updates), opt, k

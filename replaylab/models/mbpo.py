@@ -9,7 +9,8 @@ Every ``train_every`` environment steps (and just before the first update):
    live row takes a Gaussian draw from one elite, the env's termination rule marks its
    predicted s', the transition is stored in the model buffer and a terminal row stops;
 3. k grows linearly from ``min_length`` to ``max_length`` between epochs ``min_epoch``
-   and ``max_epoch`` (an epoch is 1000 environment steps), MBPO's schedule.
+   and ``max_epoch``, MBPO's schedule (an epoch is 1000 environment steps, counted from
+   the end of the warm-up, as MBPO counts from the end of its initial exploration).
 
 Every gradient update draws ``real_ratio`` of its batch from the real replay (through the
 replay method, so ``replay=per model=mbpo`` composes) and the rest uniformly from the
@@ -24,6 +25,9 @@ Choices, where the originals differ or are unclear:
   ``retain_epochs`` epochs of rollouts at the current length produce, which is what
   MBPO's reallocated buffer holds. LCER's ``resize_v_memory`` refilled the model buffer
   with real transitions after each fit (``nmer_lcer.md`` 2.10); we don't copy that.
+- A batch has ``round(real_ratio x batch_size)`` real rows, at least 1 (MBPO truncates:
+  12 of 256 where we take 13). A rollout row whose prediction is not finite is dropped
+  and stopped.
 - Rows are dealt to the elites in turn from a random offset at every model step
   (``Ensemble.sample``): each elite computes only its share, and each row meets a random
   elite per step, as MBPO's random member per row and step.
@@ -68,7 +72,7 @@ class MBPO(NoModel):
     layers: int = opt(4, "hidden layers per model (Swish)", min=1)
     lr: float = opt(1e-3, "Adam learning rate of the models", min=0.0)
     model_batch: int = opt(256, "minibatch size of model training", min=1)
-    holdout: float = opt(0.2, "share of the real rows held out for early stopping", min=0.0, max=0.9)
+    holdout: float = opt(0.2, "share of the real rows held out for early stopping", min=0.01, max=0.9)
     max_holdout: int = opt(5000, "at most this many held-out rows", min=1)
     patience: int = opt(5, "stop a fit after this many epochs without a 1% holdout gain", min=1)
     max_epochs: int = opt(0, "cut a fit after this many epochs (0: no cut)", min=0)
@@ -94,9 +98,10 @@ class MBPO(NoModel):
     @property
     def models(self) -> Ensemble:
         s = self.spec
-        return Ensemble(s.obs_dim + s.act_dim, 1 + s.obs_dim, self.ensemble, min(self.elites, self.ensemble),
-                        self.hidden, self.layers, self.lr, self.model_batch, self.holdout, self.max_holdout,
-                        self.patience, self.max_epochs)
+        return Ensemble(in_dim=s.obs_dim + s.act_dim, out_dim=1 + s.obs_dim, members=self.ensemble,
+                        elites=self.elites, hidden=self.hidden, layers=self.layers, lr=self.lr, batch=self.model_batch,
+                        holdout=self.holdout, max_holdout=self.max_holdout, patience=self.patience,
+                        max_epochs=self.max_epochs)
 
     @property
     def batches_per_epoch(self) -> int:
@@ -109,10 +114,10 @@ class MBPO(NoModel):
     def real_rows(self, batch_size: int) -> int:
         return max(1, round(self.real_ratio * batch_size))
 
-    def rollout_length(self, env_step: int) -> int:
-        """MBPO's schedule: linear in the epoch between (min_epoch, min_length) and
-        (max_epoch, max_length), constant outside."""
-        epoch = env_step / EPOCH_STEPS
+    def rollout_length(self, steps: int) -> int:
+        """MBPO's schedule after ``steps`` environment steps of learning: linear in the
+        epoch between (min_epoch, min_length) and (max_epoch, max_length), constant outside."""
+        epoch = steps / EPOCH_STEPS
         span = max(self.max_epoch - self.min_epoch, 1)
         k = self.min_length + (epoch - self.min_epoch) / span * (self.max_length - self.min_length)
         return int(min(max(k, self.min_length), self.max_length))
@@ -132,7 +137,8 @@ class MBPO(NoModel):
         ensemble = self.models.fit(state.ensemble, x, y, storage.size, k_fit)
         starts = replay_storage.uniform_indices(storage, k_start, self.rollout_batch)
         buffer, written = self.rollout(ensemble, state.buffer, d.obs[starts], length, k_roll, policy)
-        window = jnp.minimum(buffer.size, self.retain_epochs * self.batches_per_epoch * length * self.rollout_batch)
+        per_step = self.retain_epochs * self.batches_per_epoch * self.rollout_batch  # rows per unit of length
+        window = jnp.minimum(buffer.size.astype(jnp.float32), per_step * jnp.asarray(length, jnp.float32))
         metrics = dict(model_holdout_mse=jnp.mean(ensemble.holdout_mse[ensemble.elites]),
                        model_epochs=ensemble.epochs, rollout_length=length, model_rows=written)
         return MBPOState(ensemble=ensemble, buffer=buffer, window=window.astype(jnp.int32)), metrics
@@ -150,10 +156,11 @@ class MBPO(NoModel):
             delta = models.sample(ensemble, jnp.concatenate([obs, action], -1), k_model)
             next_obs = obs + delta[:, 1:]
             done = terminal(next_obs)
+            keep = alive & jnp.all(jnp.isfinite(delta), -1)  # a diverged prediction is neither stored nor continued
             tr = Transition(obs=obs, action=action, reward=delta[:, 0], next_obs=next_obs, terminated=done,
                             episode=jnp.full(done.shape, -1, jnp.int32), step=jnp.zeros(done.shape, jnp.int32))
-            buffer = append(buffer, tr, alive)
-            return buffer, next_obs, alive & ~done, written + jnp.sum(alive)
+            buffer = replay_storage.add_where(buffer, tr, keep)
+            return buffer, next_obs, keep & ~done, written + jnp.sum(keep)
 
         alive = jnp.ones(obs.shape[:1], bool)
         buffer, _, _, written = jax.lax.fori_loop(0, length, step, (buffer, obs, alive, jnp.zeros((), jnp.int32)))
@@ -165,15 +172,6 @@ class MBPO(NoModel):
         buf = state.buffer
         back = jax.random.randint(key, (n,), 0, jnp.maximum(state.window, 1))
         model = gather(buf, (buf.ptr - 1 - back) % buf.capacity)
-        data = jax.tree.map(lambda real, m: jnp.concatenate([real, m.astype(real.dtype)]), batch.data, model)
+        data = jax.tree.map(lambda real, m: jnp.concatenate([real, m]), batch.data, model)
         return batch.replace(data=data, weights=jnp.concatenate([batch.weights, jnp.ones((n,), batch.weights.dtype)]))
 
-
-def append(buffer: Storage, tr: Transition, keep: jax.Array) -> Storage:
-    """Write the rows of ``tr`` where ``keep``, in order, at the ring's pointer."""
-    cap = buffer.capacity
-    rank = jnp.cumsum(keep) - 1
-    pos = jnp.where(keep, (buffer.ptr + rank) % cap, cap)  # cap: out of range, dropped
-    data = jax.tree.map(lambda col, x: col.at[pos].set(x.astype(col.dtype), mode="drop"), buffer.data, tr)
-    n = jnp.sum(keep).astype(jnp.int32)
-    return Storage(data=data, size=jnp.minimum(buffer.size + n, cap), ptr=(buffer.ptr + n) % cap)

@@ -74,6 +74,17 @@ def add(storage: Storage, tr: Transition) -> Storage:
     return Storage(data=data, size=jnp.minimum(storage.size + 1, cap), ptr=(ptr + 1) % cap)
 
 
+def add_where(storage: Storage, tr: Transition, keep: jax.Array) -> Storage:
+    """Write the rows of ``tr`` (n, ...) where ``keep``, in order, from ``ptr`` on (a
+    model rollout step: rows that ended are skipped)."""
+    cap = storage.capacity
+    rank = jnp.cumsum(keep) - 1
+    pos = jnp.where(keep, (storage.ptr + rank) % cap, cap)  # cap: out of range, dropped
+    data = jax.tree.map(lambda col, x: col.at[pos].set(x.astype(col.dtype), mode="drop"), storage.data, tr)
+    n = jnp.sum(keep).astype(jnp.int32)
+    return Storage(data=data, size=jnp.minimum(storage.size + n, cap), ptr=(storage.ptr + n) % cap)
+
+
 def gather(storage: Storage, idx: jax.Array) -> Transition:
     return jax.tree.map(lambda x: x[idx], storage.data)
 

@@ -45,7 +45,7 @@ class Batch:
 
     data: Transition  # (n, ...) rows; a meta batch is task-major: (tasks * per_task, ...)
     weights: jax.Array  # (n,) per-sample loss weights
-    rows: jax.Array  # (n,) storage rows, for sampler feedback
+    rows: jax.Array  # (n,) storage rows, for sampler feedback (the real rows only, first, once model rows are added)
     tasks: jax.Array | None = None  # (tasks,) the train task of each group
     context: Transition | None = None  # (tasks, C, ...) or (n, C, ...) for windows
     context_mask: jax.Array | None = None  # same leading axes as context: a real row

@@ -341,15 +341,17 @@ class Learner:
 
     # -- the model component's upkeep (MBPO's fit and rollouts), seed by seed ----------------
     def _model_upkeep_seeds(self, state: SeedState, length: jax.Array):
-        """Fit and roll out with ``lax.map`` over seeds: one seed's rollout batch and
-        model-training arrays are alive at a time."""
+        """Fit and roll out seed after seed: one seed's model-training arrays and rollout
+        batch are alive at a time. The stacked model states are carried and updated in
+        place (returned by ``lax.map``, every seed's model buffer would be a new copy)."""
 
-        def one(args):
-            model_state, agent_state, storage, key = args
+        def one(models, args):
+            i, agent_state, storage, key = args
             key, k = jax.random.split(key)
             policy = functools.partial(self.agent.explore, agent_state)
-            model_state, metrics = self.model.upkeep(model_state, storage, k, length, policy)
-            return model_state, key, metrics
+            new, metrics = self.model.upkeep(jax.tree.map(lambda x: x[i], models), storage, k, length, policy)
+            return jax.tree.map(lambda all_, x: all_.at[i].set(x), models, new), (key, metrics)
 
-        model_state, key, metrics = jax.lax.map(one, (state.model, state.agent, state.storage, state.key))
-        return state.replace(model=model_state, key=key), metrics
+        seeds = jnp.arange(state.key.shape[0])
+        model, (key, metrics) = jax.lax.scan(one, state.model, (seeds, state.agent, state.storage, state.key))
+        return state.replace(model=model, key=key), metrics

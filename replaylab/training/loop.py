@@ -175,7 +175,8 @@ class Trainer:
                        episode_end=self.relabel.relabels_episodes),
                 Upkeep("relabel_upkeep", self.relabel.upkeep_every, lambda st, _: learner.relabel_upkeep(st)),
                 Upkeep("model", model.upkeep_every,
-                       lambda st, step: learner.model_upkeep(st, np.int32(model.rollout_length(step))))]
+                       lambda st, step: learner.model_upkeep(
+                           st, np.int32(model.rollout_length(max(step - cfg.warmup_steps, 0)))))]
         self.upkeep = [job for job in jobs if job.every or job.episode_end]
         self.timed = ["collect", "update"] + [job.name for job in self.upkeep]  # seconds per progress row
         self.columns = BASE_COLUMNS + list(self.protocol.columns) + list(self.agent.metric_names) \
