@@ -47,6 +47,7 @@ from replaylab.config import AgentConfig
 from replaylab.envs.termination import NEVER, termination_rule
 from replaylab.envs.goal import GoalSpec, distance_reward
 from replaylab.models import ModelSpec, make_model
+from replaylab.models.mbpo import training_data
 from replaylab.replay import clusters as cl
 from replaylab.replay.her import Future
 from replaylab.replay.methods import SAMPLERS, make_sampler
@@ -111,7 +112,7 @@ class Case:
                                     ReplaySpec(OBS, ACT, n, termination_rule("HalfCheetah-v5")))
         hindsight = Future(goal=GoalSpec(3, distance_reward(0.05, True), 1000)) if her else None
         model = make_model("mbpo", {}, ModelSpec(OBS, ACT, BATCH, NEVER)) if mbpo else None
-        self.learner = Learner(agent, self.sampler, capacity=n, batch_size=model.real_rows(BATCH) if mbpo else BATCH,
+        self.learner = Learner(agent, self.sampler, capacity=n, batch_size=BATCH,
                                replay_ratio=rr, hindsight=hindsight, model=model,
                                columns={"achieved_goal": ((3,), jnp.float32)} if her else None)
         self.state = filled_state(self.learner, self.sampler, data, n)
@@ -151,24 +152,21 @@ class Case:
         return (time.perf_counter() - t0) / calls * 1e3
 
 
-def time_model_upkeep(case: Case, model, agent, reps: int = 1) -> dict:
+def time_model_upkeep(case: Case, model, agent) -> dict:
     """MBPO's upkeep in parts (see the module docstring); leaves the model buffer filled
     by a rollout, so the timed steps mix real model rows."""
     one = jax.tree.map(lambda x: x[0], case.state)
-    d = one.storage.data
-    x, y = jnp.concatenate([d.obs, d.action], -1), jnp.concatenate([d.reward[:, None], d.next_obs - d.obs], -1)
+    x, y = training_data(one.storage)
     fits = {e: jax.jit(dataclasses.replace(model, max_epochs=e).models.fit) for e in (1, 2)}
     roll = jax.jit(lambda ens, buf, obs, length, key, agent_state: model.rollout(
         ens, buf, obs, length, key, functools.partial(agent.explore, agent_state)), donate_argnums=1)
-    starts = d.obs[:model.rollout_batch]
+    starts = one.storage.data.obs[:model.rollout_batch]
 
-    def timed(fn, *args):
-        best = float("inf")
-        for _ in range(reps + 1):  # the first call compiles
-            t0 = time.perf_counter()
-            out = jax.block_until_ready(fn(*args))
-            best = min(best, time.perf_counter() - t0)
-        return best, out
+    def timed(fn, *args):  # the first call compiles, the second is timed
+        jax.block_until_ready(fn(*args))
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(fn(*args))
+        return time.perf_counter() - t0, out
 
     key = jax.random.PRNGKey(0)
     fit1, ens = timed(fits[1], one.model.ensemble, x, y, one.storage.size, key)
@@ -184,8 +182,7 @@ def time_model_upkeep(case: Case, model, agent, reps: int = 1) -> dict:
     upkeep = base + 6 * epoch + step
     filled = one.model.replace(ensemble=ens, buffer=buf, window=buf.size)
     case.state = case.state.replace(model=jax.tree.map(lambda v: v[None], filled))
-    case.row.update(refresh_interval=model.train_every)
-    return {"refresh_s": upkeep, "fit_epoch_s": epoch, "rollout_step_s": step, "upkeep_base_s": base,
+    return {"refresh_interval": model.train_every, "refresh_s": upkeep, "fit_epoch_s": epoch, "rollout_step_s": step, "upkeep_base_s": base,
             "upkeep_k15_s": upkeep + 14 * step}
 
 

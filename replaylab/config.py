@@ -320,6 +320,10 @@ def _check_consistency(cfg: Config) -> None:
     goal_env = check_env_id(cfg.env, cfg.action_repeat)
     if cfg.model != "none":
         _check_model(cfg, goal_env)
+    if goal_env and not SAMPLERS[cfg.replay].goal_ready:
+        ready = ", ".join(m for m, c in SAMPLERS.items() if c.goal_ready)
+        raise ConfigError(f"replay={cfg.replay}: not available on goal envs (its synthetic s' has no matching "
+                          f"achieved goal to recompute the reward from); use one of {ready}")
     if not goal_env and cfg.her != "none":
         raise ConfigError(f"her={cfg.her}: needs a goal env (a dict observation with achieved and desired goals, "
                           f"e.g. FetchReach-v4); env={cfg.env} has no goal")
@@ -357,7 +361,7 @@ def _check_model(cfg: Config, goal_env: bool) -> None:
     if termination_rule(cfg.env) is None:
         raise ConfigError(f"{name}: env={cfg.env} has no known termination rule for model rollouts; expected "
                           f"one of {', '.join(RULES)} (MuJoCo -v4/-v5; Pendulum-v1)")
-    p = {**{k: f.default for k, f in MODELS[cfg.model].params().items()}, **cfg.model_cfg}
+    p = vars(MODELS[cfg.model](**cfg.model_cfg))  # the settings, defaults filled
     if p["elites"] > p["ensemble"]:
         raise ConfigError(f"model.elites={p['elites']}: expected at most model.ensemble={p['ensemble']}")
     for lo, hi in (("min_length", "max_length"), ("min_epoch", "max_epoch")):

@@ -122,6 +122,9 @@ def test_her_config_errors_are_one_line():
         from_flat({"env": "FetchReach-v4", "her.k": 2})
     with pytest.raises(ConfigError, match=r"HandManipulatePen-v1: goals that ignore the z rotation"):
         from_flat({"env": "HandManipulatePen-v1"})
+    for method in ("bier", "lcer_cc", "noise"):  # their s' does not go with the stored achieved goal
+        with pytest.raises(ConfigError, match=rf"replay={method}: not available on goal envs"):
+            from_flat({"env": "FetchReach-v4", "replay": method, "her": "future"})
 
 
 HER_RUN = {"env": "FetchReach-v4", "her": "future", "replay": "lcer_rm", "seeds": 2, "total_steps": 500,

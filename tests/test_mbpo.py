@@ -60,6 +60,22 @@ def constant_model(obs_dim: int, act_dim: int, reward: float, delta: list[float]
     return mbpo, state.replace(ensemble=state.ensemble.replace(params=params))
 
 
+def test_each_row_is_predicted_by_one_elite_in_equal_shares():
+    model = Ensemble(1, 1, members=4, elites=2, hidden=4, layers=1)
+    state = model.init(jax.random.PRNGKey(0))
+    params = jax.tree.map(jnp.zeros_like, state.params)
+    params["b"][-1] = params["b"][-1].at[:, 0].set(jnp.arange(4.0))  # member m predicts m, almost noiselessly
+    params["max_lv"], params["min_lv"] = params["max_lv"] - 20.0, params["min_lv"] - 30.0
+    params["b"][-1] = params["b"][-1].at[:, 1].set(-30.0)
+    state = state.replace(params=params, elites=jnp.asarray([3, 1], jnp.int32))
+    offsets = set()
+    for k in range(8):
+        out = np.round(np.asarray(model.sample(state, jnp.zeros((7, 1)), jax.random.PRNGKey(k)))[:, 0], 3)
+        assert set(out) <= {1.0, 3.0} and sorted(np.unique(out, return_counts=True)[1]) == [3, 4]  # 7 rows, 2 elites
+        offsets.add(tuple(out))
+    assert len(offsets) == 2  # the deal starts at a random elite
+
+
 def test_rollouts_stop_at_terminal_states():
     mbpo, state = constant_model(2, 1, 1.0, [0.4, 0.0], lambda s: s[:, 0] > 1.0, rollout_batch=3, buffer_rows=16)
     start = jnp.asarray([[0.0, 0.0], [0.5, 0.0], [-9.0, 0.0]])
@@ -129,7 +145,7 @@ def test_the_model_upkeep_compiles_once_and_keeps_its_types():
     model = make_model("mbpo", dict(ensemble=2, elites=1, hidden=8, layers=1, rollout_batch=16, max_epochs=2),
                        ModelSpec(2, 1, 8, lambda s: s[:, 0] > 3.0))
     learner = Learner(agent, make_sampler("uniform", {}, ReplaySpec(2, 1, 64)), capacity=64,
-                      batch_size=model.real_rows(8), replay_ratio=1, model=model)
+                      batch_size=8, replay_ratio=1, model=model)
     state = learner.init([0, 1])
     state = state.replace(storage=state.storage.replace(size=jnp.full((2,), 64, jnp.int32)))
     before = jax.tree.map(lambda x: (x.shape, x.dtype, getattr(x, "weak_type", False)), state)
@@ -138,6 +154,7 @@ def test_the_model_upkeep_compiles_once_and_keeps_its_types():
     assert learner.model_upkeep._cache_size() == 1
     assert jax.tree.map(lambda x: (x.shape, x.dtype, getattr(x, "weak_type", False)), state) == before
     assert np.all(np.asarray(metrics["rollout_length"]) == 3) and np.all(np.asarray(state.model.window) > 0)
+    assert np.all(np.asarray(metrics["model_epochs"]) == 2)  # cut at max_epochs, before patience (5) ran out
 
 
 def test_rollout_length_follows_mbpos_schedule():
@@ -210,5 +227,6 @@ def test_sac_with_mbpo_balances_the_inverted_pendulum_within_3000_steps(tmp_path
     run = replaylab.train(cfg)
     assert min(run.final_returns) >= 900, run.final_returns
     row = run.progress[-1]
-    assert row["rollout_length"] == 1 and row["model_rows"] == 2000  # at length 1 every start state writes one row
+    assert row["rollout_length"] == 1  # below epoch 20 of learning
+    assert row["model_epochs"] >= 6  # a fit stops only after 5 epochs without a 1% holdout gain
     assert 0 < row["model_holdout_mse"] < 0.05

@@ -36,30 +36,32 @@ def check_gym_id(env_id: str) -> bool:
     except Exception as e:  # missing optional deps of third-party envs, etc.
         raise ConfigError(f"env={env_id}: cannot be created: {type(e).__name__}: {e}") from None
     try:
-        _check_spaces(env_id, env)
-        return is_goal_space(env.observation_space)
+        return _check_spaces(env_id, env) is not None
     finally:
         env.close()
 
 
-def _check_spaces(env_id: str, env: gym.Env) -> None:
+def _check_spaces(env_id: str, env: gym.Env):
+    """Raise a one-line ConfigError for spaces replaylab cannot train on; else the goal
+    env's GoalSpec (None: not a goal env)."""
     if not isinstance(env.action_space, gym.spaces.Box):
         raise ConfigError(
             f"env={env_id}: action space is {env.action_space}; replaylab needs a continuous (Box) action space")
     if not np.all(np.isfinite(env.action_space.low)) or not np.all(np.isfinite(env.action_space.high)):
         raise ConfigError(f"env={env_id}: the Box action space must have finite bounds")
     if is_goal_space(env.observation_space):
-        goal_spec(env_id, env)  # raises for a goal env without a device reward or a time limit
-    elif not isinstance(env.observation_space, gym.spaces.Box):
+        return goal_spec(env_id, env)  # raises for a goal env without a device reward or a time limit
+    if not isinstance(env.observation_space, gym.spaces.Box):
         raise ConfigError(
             f"env={env_id}: observation space is {type(env.observation_space).__name__}; a Box (or a goal dict "
             "with observation, achieved_goal and desired_goal) is needed")
+    return None
 
 
 class GymEnv:
     def __init__(self, env_id: str, action_repeat: int = 1, render: bool = False):
         self._env = _make(env_id, render_mode="rgb_array" if render else None)
-        _check_spaces(env_id, self._env)
+        self.goal = _check_spaces(env_id, self._env)
         space = self._env.action_space
         self._low = space.low.astype(np.float64)
         self._high = space.high.astype(np.float64)
@@ -67,11 +69,9 @@ class GymEnv:
         self._repeat = action_repeat
         observed = self._env.observation_space
         self.termination = termination_rule(env_id)
-        if is_goal_space(observed):
-            self.goal = goal_spec(env_id, self._env)
+        if self.goal is not None:
             self.obs_dim = int(np.prod(observed["observation"].shape)) + self.goal.dim
         else:
-            self.goal = None
             self.obs_dim = int(np.prod(observed.shape))
 
     tasks = None  # a single task

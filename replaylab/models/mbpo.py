@@ -131,12 +131,9 @@ class MBPO(NoModel):
     # -- the job: fit, then roll out ----------------------------------------------------------
     def upkeep(self, state: MBPOState, storage: Storage, key, length, policy):
         k_fit, k_start, k_roll = jax.random.split(key, 3)
-        d = storage.data
-        x = jnp.concatenate([d.obs, d.action], -1)
-        y = jnp.concatenate([d.reward[:, None], d.next_obs - d.obs], -1)
-        ensemble = self.models.fit(state.ensemble, x, y, storage.size, k_fit)
+        ensemble = self.models.fit(state.ensemble, *training_data(storage), storage.size, k_fit)
         starts = replay_storage.uniform_indices(storage, k_start, self.rollout_batch)
-        buffer, written = self.rollout(ensemble, state.buffer, d.obs[starts], length, k_roll, policy)
+        buffer, written = self.rollout(ensemble, state.buffer, storage.data.obs[starts], length, k_roll, policy)
         per_step = self.retain_epochs * self.batches_per_epoch * self.rollout_batch  # rows per unit of length
         window = jnp.minimum(buffer.size.astype(jnp.float32), per_step * jnp.asarray(length, jnp.float32))
         metrics = dict(model_holdout_mse=jnp.mean(ensemble.holdout_mse[ensemble.elites]),
@@ -175,3 +172,8 @@ class MBPO(NoModel):
         data = jax.tree.map(lambda real, m: jnp.concatenate([real, m]), batch.data, model)
         return batch.replace(data=data, weights=jnp.concatenate([batch.weights, jnp.ones((n,), batch.weights.dtype)]))
 
+
+def training_data(storage: Storage) -> tuple[jax.Array, jax.Array]:
+    """Every row as a model input (s, a) and target (r, s' - s)."""
+    d = storage.data
+    return jnp.concatenate([d.obs, d.action], -1), jnp.concatenate([d.reward[:, None], d.next_obs - d.obs], -1)

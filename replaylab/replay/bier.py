@@ -53,8 +53,8 @@ import optax
 from flax import struct
 
 from replaylab.params import opt
-from replaylab.replay.mixing import beta, where_rows
-from replaylab.replay.nmer import NMER, NMERState
+from replaylab.replay.mixing import beta, mix, where_rows
+from replaylab.replay.nmer import NMER, NMERState, listed_partners
 from replaylab.replay.storage import gather
 
 MIN_NOISE = 1e-3
@@ -138,8 +138,9 @@ def predict(params: dict, x: jax.Array, y: jax.Array, xq: jax.Array) -> tuple[ja
     sn2 = noise(params["raw_sn2"])
     low = cholesky(rbf(x, x, params["log_ls"], params["log_sf2"]) + sn2[..., None, None] * jnp.eye(n))
     ks = rbf(x, xq[..., None, :], params["log_ls"], params["log_sf2"])[..., 0]  # (..., n)
-    v = solve_lower(low, ks)
-    mean = jnp.einsum("...n,...no->...o", v, solve_lower(low, y))
+    both = solve_lower(low, jnp.concatenate([ks[..., None], y], -1))  # one forward substitution
+    v, alpha = both[..., 0], both[..., 1:]
+    mean = jnp.einsum("...n,...no->...o", v, alpha)
     var = jnp.maximum(jnp.exp(params["log_sf2"]) - jnp.sum(v * v, -1), 0.0) + sn2
     return mean, var
 
@@ -159,6 +160,7 @@ class BIER(NMER):
 
     # the neighbourhood GP would mix tasks' data: single-task runs only
     multi_task_ready: ClassVar[bool] = False
+    goal_ready: ClassVar[bool] = False  # s' is predicted, the achieved goal is not
 
     def init(self, storage):
         return BIERState(nmer=super().init(storage), hypers=initial_hypers((), self.spec.obs_dim + self.spec.act_dim))
@@ -179,10 +181,9 @@ class BIER(NMER):
     def neighbourhoods(self, nmer: NMERState, storage, rows):
         """Scaled inputs (n, k + 1, D) and targets (n, k + 1, O) of each row's neighbourhood
         (a neighbour overwritten since its list was made is replaced by the row), which
-        neighbours are valid, and the scalings ``(lo, span, mu, sd)``."""
+        neighbours are valid, and the targets' scaling ``(mu, sd)``."""
         listed = nmer.nbrs[rows]
-        safe = jnp.maximum(listed, 0)
-        valid = (listed >= 0) & (nmer.written_at[safe] <= nmer.listed_at[rows][:, None])
+        _, valid = listed_partners(nmer, rows, listed)
         hood = jnp.concatenate([rows[:, None], jnp.where(valid, listed, rows[:, None])], 1)
         d = storage.data
         x = jnp.concatenate([d.obs[hood], d.action[hood]], -1)
@@ -191,28 +192,25 @@ class BIER(NMER):
         span = jnp.where(span > 1e-8, span, 1.0)
         mu, sd = y.mean(1, keepdims=True), y.std(1, keepdims=True)
         sd = jnp.where(sd > 1e-8, sd, 1.0)
-        return (x - lo) / span, (y - mu) / sd, (hood, valid), (lo, span, mu, sd)
+        return (x - lo) / span, (y - mu) / sd, (hood, valid), (mu, sd)
 
     def sample(self, state, storage, key, pool):
         rows = pool.draw(key)
         n = rows.shape[0]
         k_pick, k_lam, k_real = jax.random.split(jax.random.fold_in(key, 1), 3)
-        xs, ys, (hood, valid), (lo, span, mu, sd) = self.neighbourhoods(state.nmer, storage, rows)
+        xs, ys, (hood, valid), (mu, sd) = self.neighbourhoods(state.nmer, storage, rows)
         # the partner: uniform over the valid neighbours; the query on the segment to it
         choice = 1 + jnp.argmax(jnp.where(valid, jax.random.uniform(k_pick, valid.shape), -1.0), axis=1)
         partner = hood[jnp.arange(n), choice]
         lam = beta(k_lam, self.alpha, n)[:, None]
         xq = lam * xs[:, 0] + (1 - lam) * xs[jnp.arange(n), choice]
-        hypers = jax.tree.map(lambda p: jnp.broadcast_to(p, (n,) + p.shape), state.hypers)
-        mean, var = predict(hypers, xs, ys, xq)
+        mean, var = predict(state.hypers, xs, ys, xq)
         pred = mean * sd[:, 0] + mu[:, 0]  # (n, O): r and s' - s
-        weight = jnp.sqrt(noise(hypers["raw_sn2"]) / var)
+        weight = jnp.sqrt(noise(state.hypers["raw_sn2"]) / var)
 
-        real = gather(storage, rows)
-        sa = xq * span[:, 0] + lo[:, 0]
-        obs_dim = real.obs.shape[-1]
-        s_q, a_q = sa[:, :obs_dim], sa[:, obs_dim:]
-        synthetic = real.replace(obs=s_q, action=a_q, reward=pred[:, 0], next_obs=s_q + pred[:, 1:])
-        ok = jnp.any(valid, 1) & ~real.terminated & ~storage.data.terminated[partner] \
+        real, other = gather(storage, rows), gather(storage, partner)
+        pair = mix(real, other, lam[:, 0])  # (s, a) at the query: min-max scaling is affine, so xq unscaled
+        synthetic = pair.replace(reward=pred[:, 0], next_obs=pair.obs + pred[:, 1:])
+        ok = jnp.any(valid, 1) & ~real.terminated & ~other.terminated \
             & pool.same_pool(rows, partner) & (jax.random.uniform(k_real, (n,)) < self.p_interp)
         return where_rows(ok, synthetic, real), jnp.where(ok, weight, 1.0), rows, state

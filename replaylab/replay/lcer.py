@@ -112,6 +112,7 @@ class _LCER(Sampler):
 @dataclass(frozen=True)
 class LCERClusterCentre(_LCER):
     noise: float = opt(0.01, "std of the centre's noise, as a fraction of the cluster's std", min=0.0)
+    goal_ready: ClassVar[bool] = False  # the centre's s' has no achieved goal to go with it
 
     def augment(self, state, storage, rows, key, pool):
         n = rows.shape[0]

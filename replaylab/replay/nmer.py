@@ -200,8 +200,15 @@ class NMER(Sampler):
         n = rows.shape[0]
         k_pick, k_lam, k_real = jax.random.split(key, 3)
         partner = state.nbrs[rows, jax.random.randint(k_pick, (n,), 0, self.k)]
-        safe = jnp.maximum(partner, 0)
-        valid = (partner >= 0) & (state.written_at[safe] <= state.listed_at[rows])
+        safe, valid = listed_partners(state, rows, partner)
         synthetic = jax.random.uniform(k_real, (n,)) < self.p_interp
         return pair_or_real(gather(storage, rows), gather(storage, safe), beta(k_lam, self.alpha, n),
                             valid & synthetic & pool.same_pool(rows, safe))
+
+
+def listed_partners(state: NMERState, rows: jax.Array, partners: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``partners`` (rows' listed neighbours, -1 for none) as safe row indices, and which
+    are valid: listed, and not overwritten since ``rows``' lists were made."""
+    safe = jnp.maximum(partners, 0)
+    listed_at = state.listed_at[rows].reshape(rows.shape + (1,) * (partners.ndim - rows.ndim))
+    return safe, (partners >= 0) & (state.written_at[safe] <= listed_at)

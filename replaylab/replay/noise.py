@@ -11,6 +11,7 @@ the gradient without adding diversity. ``replay.per_batch=true`` reproduces it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import jax
 
@@ -23,6 +24,8 @@ from replaylab.replay.storage import gather
 class Noise(Sampler):
     sigma: float = opt(0.1, "std of the multiplicative noise", min=0.0)
     per_batch: bool = opt(False, "one noise draw per field for the whole batch (the original's choice)")
+
+    goal_ready: ClassVar[bool] = False  # noisy s' and reward, exact achieved goal
 
     def augment(self, state, storage, rows, key, pool):
         k = jax.random.split(key, 4)

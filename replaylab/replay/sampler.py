@@ -58,6 +58,9 @@ class Sampler:
 
     #: draws its rows and partners from the pool it is given, so it works within one task's data
     multi_task_ready: ClassVar[bool] = True
+    #: its batch rows are stored rows or mixes of them, so a goal env's stored achieved goal
+    #: (mixed alike, ``mixing.MIXED_COLUMNS``) still matches s', and the reward recomputed from it is right
+    goal_ready: ClassVar[bool] = True
 
     @property
     def refresh_interval(self) -> int:

@@ -105,10 +105,9 @@ class Learner:
         """``tasks`` (``replay.tasks.SingleTask`` or ``MultiTask``) says how batches are
         drawn, by default ``batch_size`` rows of one task; ``inference``, ``relabel`` and
         ``hindsight`` (HER) default to none; so does ``model`` (model rows completing each
-        batch: then ``tasks`` draws only the batch's real rows)."""
+        batch of ``batch_size``, of which the default ``tasks`` then draws the real rows)."""
         self.agent = agent
         self.sampler = sampler
-        self.tasks = tasks if tasks is not None else SingleTask(batch_size)
         self.inference = inference if inference is not None else Inference(InferenceSpec(agent.obs_dim, agent.act_dim))
         self.capacity = capacity
         self.columns = {**(columns or {}), **self.inference.columns()}
@@ -118,6 +117,7 @@ class Learner:
         self.relabeller = relabel if relabel is not None else Relabel()
         self.hindsight = hindsight if hindsight is not None else Hindsight()
         self.model = model if model is not None else NoModel()
+        self.tasks = tasks if tasks is not None else SingleTask(self.model.real_rows(batch_size))
         self.store = jax.jit(jax.vmap(self._store_one), donate_argnums=0)
         self.update = jax.jit(jax.vmap(self._update_one, in_axes=(0, 0, None, 0)), donate_argnums=0)
         self.act = jax.jit(jax.vmap(self._act_one, in_axes=(0, 0, 0, None)), static_argnums=3, donate_argnums=0)

@@ -44,7 +44,7 @@ from replaylab.replay.methods import make_hindsight, make_relabel, make_sampler
 from replaylab.replay.relabel import RelabelSpec
 from replaylab.replay.sampler import ReplaySpec
 from replaylab.replay.storage import Transition
-from replaylab.replay.tasks import MultiTask, SingleTask
+from replaylab.replay.tasks import MultiTask
 from replaylab.training import checkpoint
 from replaylab.training.evaluate import TRAIN_STREAM, AdaptationEval, SingleTaskEval, episode_seed, evaluate
 from replaylab.training.learner import EpisodeStarts, Learner
@@ -159,10 +159,10 @@ class Trainer:
                           self.schedule.context_episodes, segments_per_task(cfg, task_set, self.schedule,
                                                                                self.relabel.relabels_episodes),
                           self.inference.context, self.inference.context_size) if multi \
-            else SingleTask(self.model.real_rows(cfg.batch_size))
+            else None  # the learner's default: single-task batches (the real rows of them, with a model)
         self.env_columns = env_columns(env)  # what the env's extras hold that is stored
         self.learner = Learner(self.agent, self.sampler, capacity=cfg.buffer_size, replay_ratio=cfg.replay_ratio,
-                               tasks=tasks, inference=self.inference, columns=self.env_columns,
+                               batch_size=cfg.batch_size, tasks=tasks, inference=self.inference, columns=self.env_columns,
                                reset_layers=cfg.reset_layers, reward_scale=cfg.agent_cfg.reward_scale,
                                relabel=self.relabel, hindsight=make_hindsight(cfg.her, dict(cfg.her_cfg), env.goal),
                                model=self.model)
