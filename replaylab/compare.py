@@ -119,15 +119,20 @@ def load_grid_file(path: str | Path) -> dict[str, Any]:
     a mapping of run settings shared by every cell (flat dotted keys or nested)."""
     from replaylab.config import load_file
 
-    flat = load_file(path)
+    flat = load_file(path, keep_empty=True)  # ``sac: {}`` is a method with the shared settings only
     grid: dict[str, Any] = {}
     overrides: dict[str, Any] = {}
     variants: dict[str, dict[str, Any]] = {}
     for key, value in flat.items():
-        if key.startswith("overrides."):
+        if key.startswith("overrides.") and value == {}:
+            continue  # an empty nested mapping sets nothing
+        elif key.startswith("overrides."):
             overrides[key[len("overrides."):]] = value
         elif key.startswith("methods."):  # a named method: methods: {NAME: {setting: value, ...}}
             name, _, setting = key[len("methods."):].partition(".")
+            if not setting and value == {}:
+                variants.setdefault(name, {})
+                continue
             if not setting:
                 raise ConfigError(f"config file '{path}': methods.{name}: expected a mapping of run settings")
             variants.setdefault(name, {})[setting] = value

@@ -243,13 +243,14 @@ def _unknown(key: str) -> ConfigError:
     return ConfigError(f"unknown key '{key}'{hint}")
 
 
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mappings become dotted keys: {'agent': {'gamma': .9}} -> {'agent.gamma': .9}."""
+def flatten(d: Mapping[str, Any], prefix: str = "", keep_empty: bool = False) -> dict[str, Any]:
+    """Nested mappings become dotted keys: {'agent': {'gamma': .9}} -> {'agent.gamma': .9}.
+    An empty mapping vanishes, or with ``keep_empty`` stays as ``{key: {}}``."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten(v, key + "."))
+        if isinstance(v, Mapping) and (v or not keep_empty):
+            out.update(flatten(v, key + ".", keep_empty))
         else:
             out[key] = v
     return out
@@ -385,8 +386,8 @@ def _check_relabel(cfg: Config) -> None:
                           f"fixed-length episodes; families that never terminate: {fixed}")
 
 
-def load_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML, TOML or JSON config file into flat dotted keys."""
+def load_file(path: str | Path, keep_empty: bool = False) -> dict[str, Any]:
+    """Read a YAML, TOML or JSON config file into flat dotted keys (see :func:`flatten`)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file '{path}': no such file")
@@ -405,7 +406,7 @@ def load_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file '{path}': cannot parse: {first}") from None
     if not isinstance(data, Mapping):
         raise ConfigError(f"config file '{path}': expected a mapping of keys to values")
-    return flatten(data)
+    return flatten(data, keep_empty=keep_empty)
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -331,3 +331,21 @@ def test_the_default_grid_file_is_valid():
     assert all(c.total_steps == 30000 and c.agent == "sac" and c.warmup_steps <= 5000 and c.seeds == 3
                for _, _, c in cells)
     assert {Path(c.run_dir).name for _, _, c in cells} >= {"Hopper-v5-lcer_rm", "InvertedDoublePendulum-v5-ct"}
+
+
+def test_the_committed_grid_files_are_valid_and_keep_empty_methods():
+    """Every configs/compare*.yaml resolves; a method given as ``name: {}`` (the shared settings
+    alone, e.g. the SAC baseline) is a cell like any other, not silently dropped."""
+    from replaylab.compare import cell_configs, load_grid_file, resolve_grid
+
+    files = sorted((Path(__file__).parent.parent / "configs").glob("compare*.yaml"))
+    assert len(files) >= 3
+    for path in files:
+        cells = cell_configs(resolve_grid(load_grid_file(path), {}, {}))
+        assert len(cells) == len(resolve_grid(load_grid_file(path), {}, {}).methods) * len(
+            {env for env, _, _ in cells})
+    grid = resolve_grid(load_grid_file(Path(__file__).parent.parent / "configs" / "compare_mbpo_hopper.yaml"), {}, {})
+    assert grid.methods == ["sac", "sac_rr20", "mbpo"]
+    cells = {m: c for _, m, c in cell_configs(grid)}
+    assert cells["sac"].replay_ratio == 1 and cells["sac"].model == "none"
+    assert cells["sac_rr20"].replay_ratio == 20 and cells["mbpo"].model == "mbpo"
