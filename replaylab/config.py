@@ -6,7 +6,8 @@ file, ``key=value`` overrides on the command line and the ``config.json`` a run 
 all have the same shape and round-trip into each other.
 
 Every user mistake becomes a :class:`ConfigError` whose message is one line naming the
-key, the value and what is allowed.
+key, the value and what is allowed. Every integer has an upper bound (``UPPER_BOUNDS``),
+and a config file is read as plain data whatever it holds (``load_file``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import yaml
 
 from replaylab.agents.config import AgentConfig
 from replaylab.envs import check_env_id, is_meta, make_env
-from replaylab.errors import ConfigError
+from replaylab.errors import ConfigError, one_line
 from replaylab.envs.termination import RULES, termination_rule
 from replaylab.inference import INFERENCES
 from replaylab.models import MODELS
@@ -149,8 +150,55 @@ META_DEFAULTS = dict(meta_batch=16, change_steps=0, change_prob=1.0, prior_episo
                      extra_episodes=2, adapt_episodes=3, eval_train_tasks=5)
 META_KEYS = tuple(META_DEFAULTS) + ("train_tasks", "test_tasks", "episode_length")
 
+# Upper bounds of the integer settings, all in one place (a bound declared on a field wins).
+# Far beyond any legitimate run, they turn a slip (seeds=3000, agent.hidden_sizes=[10**7])
+# into one line here instead of a hang or an exhausted memory later. Replay capacities
+# (buffer_size, model.buffer_rows) are sized by the memory check before anything is
+# allocated (``api.check_memory``, which knows the row size); their bound here only keeps
+# the arithmetic in range.
+STEPS_MAX = 10**9  # every integer not listed: counts of steps, updates, epochs and intervals
+WIDTH_MAX = 16_384  # units of a hidden layer
+LIST_MAX = 64  # entries of a list of layer widths; also layer counts
+UPPER_BOUNDS: dict[str, int] = {
+    # the run
+    "seed": 10**9, "seeds": 256, "replay_ratio": 1024, "batch_size": 2**20, "buffer_size": 10**15,
+    "eval_episodes": 10_000, "action_repeat": 1000,
+    # task distributions
+    "meta_batch": 10_000, "train_tasks": 10_000, "test_tasks": 10_000, "eval_train_tasks": 10_000,
+    "episode_length": 100_000, "prior_episodes": 1000, "posterior_episodes": 1000, "extra_episodes": 1000,
+    "adapt_episodes": 1000,
+    # networks
+    "agent.hidden_sizes": WIDTH_MAX, "agent.num_critics": 128, "agent.policy_delay": 1000,
+    "agent.num_quantiles": 1024, "agent.quantile_embedding": 4096,
+    "inference.encoder_sizes": WIDTH_MAX, "inference.decoder_sizes": WIDTH_MAX, "inference.gru_hidden": WIDTH_MAX,
+    "inference.gru_layers": LIST_MAX, "inference.latent_dim": 1024, "inference.num_classes": 1024,
+    "inference.latent_samples": 1024, "inference.targets": 1024, "inference.context_size": 10_000,
+    "inference.encoder_batch": 2**20, "inference.relabel_chunk": 2**20,
+    "model.ensemble": 128, "model.elites": 128, "model.hidden": WIDTH_MAX, "model.layers": LIST_MAX,
+    "model.model_batch": 2**20, "model.max_holdout": 10**7, "model.rollout_batch": 10**7, "model.min_length": 1000,
+    "model.max_length": 1000, "model.retain_epochs": 1000, "model.buffer_rows": 10**15,
+    # replay methods and relabelling
+    "replay.k": 1024, "replay.window": 2**20, "replay.probes": 1024, "replay.cluster_size": 2**24,
+    "replay.kmeans_points": 2**24, "replay.kmeans_iters": 1000, "replay.clusters": 2**20, "replay.fit_hoods": 2**16,
+    "replay.fit_steps": 10**6, "relabel.utility_batch": 2**16, "relabel.log_z_draws": 10**6, "her.k": 1000,
+}
+# what a config file may hold: nesting depth and values visited (YAML aliases are counted
+# each time they are used, so a self-referencing or exponentially aliased file is refused)
+FILE_DEPTH_MAX, FILE_NODES_MAX = 32, 100_000
 
-def _describe(f: dataclasses.Field) -> str:
+
+def _bounds(key: str, f: dataclasses.Field) -> tuple[Any, Any, bool]:
+    """(min, max, whether max is declared on the field) of a setting; integers (and the
+    entries of integer lists) always have a max, from the field or ``UPPER_BOUNDS``."""
+    lo, hi = f.metadata.get("min"), f.metadata.get("max")
+    if hi is not None or "int" not in str(f.type):
+        return lo, hi, True
+    return lo, UPPER_BOUNDS.get(key, STEPS_MAX), False
+
+
+def _describe(f: dataclasses.Field, key: str, full: bool = False) -> str:
+    """What a setting takes. The upper bound of an integer is named where it was declared on
+    the field, with ``full`` (the help, and a value above it), else only its lower bound."""
     t = str(f.type)
     m = f.metadata
     if m.get("choices"):
@@ -158,7 +206,11 @@ def _describe(f: dataclasses.Field) -> str:
     base = t.replace(" | None", "")
     kind = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
             "tuple[int, ...]": "a list of integers"}.get(base, base)
-    lo, hi = m.get("min"), m.get("max")
+    lo, hi, declared = _bounds(key, f)
+    if not (declared or full):
+        hi = None
+    if base == "tuple[int, ...]" and hi is not None:
+        kind = f"a list of 1 to {LIST_MAX} integers"
     if lo is not None and hi is not None:
         kind = f"{kind} in [{lo}, {hi}]"
     elif lo is not None:
@@ -178,7 +230,9 @@ def _coerce(key: str, value: Any, f: dataclasses.Field) -> Any:
     """Convert ``value`` to the field's type or raise a one-line ConfigError."""
     t = str(f.type)
     m = f.metadata
-    bad = ConfigError(f"{key}={show_value(value)}: expected {_describe(f)}")
+    bad = ConfigError(f"{key}={show_value(value)}: expected {_describe(f, key)}")
+    too_big = ConfigError(f"{key}={show_value(value)}: expected {_describe(f, key, full=True)}")
+    lo, hi, _ = _bounds(key, f)
     if value is None:
         if "None" in t:
             return None
@@ -193,54 +247,70 @@ def _coerce(key: str, value: Any, f: dataclasses.Field) -> Any:
             return value.lower() in ("true", "yes", "1")
         raise bad
     if base == "int":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or int(value) != value:
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            value = int(value)
+        if not _is_int(value):
             raise bad
-        value = int(value)
     elif base == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond any float
+            raise bad from None
+        if not math.isfinite(value):
+            raise bad
     elif base == "str":
         if not isinstance(value, str):
             raise bad
     elif base == "tuple[int, ...]":
-        if isinstance(value, int) and not isinstance(value, bool):
+        if _is_int(value):
             value = [value]
-        if not isinstance(value, (list, tuple)) or not value or not all(
-            isinstance(x, int) and not isinstance(x, bool) for x in value
-        ):
+        if not isinstance(value, (list, tuple)) or not value or not all(_is_int(x) for x in value):
             raise bad
-        if m.get("min") is not None and min(value) < m["min"]:
+        if lo is not None and min(value) < lo:
             raise bad
+        if len(value) > LIST_MAX or max(value) > hi:
+            raise too_big
         return tuple(value)
     if m.get("choices") and value not in m["choices"]:
         raise bad
-    if m.get("min") is not None and value < m["min"]:
+    if lo is not None and value < lo:
         raise bad
-    if m.get("max") is not None and value > m["max"]:
-        raise bad
+    if hi is not None and value > hi:
+        raise too_big
     return value
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def show_value(v: Any) -> str:
-    """A value as a user typed it in an error message: strings bare, everything else as JSON."""
-    return json.dumps(v) if not isinstance(v, str) else v
+    """A value as a user typed it in an error message: strings bare, everything else as JSON
+    (dates and other types JSON lacks as text); one printable line of at most 200 characters."""
+    if not isinstance(v, str):
+        try:
+            v = json.dumps(v, default=str)
+        except (ValueError, RecursionError):  # an integer of thousands of digits, a self-referencing list
+            v = f"<{type(v).__name__}>"
+    return one_line(v, 200)
 
 
 def parse_value(text: str) -> Any:
-    """Parse a command-line value: numbers, booleans, null and [lists] as YAML, else a string."""
+    """Parse a command-line value: numbers, booleans, null and [lists] as YAML, else a string
+    (also where YAML fails: a bad date, an integer of thousands of digits, deep nesting)."""
     try:
         return yaml.safe_load(text) if text.strip() != "" else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):
         return text
 
 
 def _unknown(key: str) -> ConfigError:
     known = list(TOP_FIELDS) + [f"agent.{k}" for k in AGENT_FIELDS] + [f"{kind}.<param>" for kind in METHOD_KINDS]
-    close = difflib.get_close_matches(key, known, n=1)
+    close = difflib.get_close_matches(key[:200], known, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else "; run 'replaylab train --help' for the keys"
-    return ConfigError(f"unknown key '{key}'{hint}")
+    return ConfigError(f"unknown key '{one_line(key, 200)}'{hint}")
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "", keep_empty: bool = False) -> dict[str, Any]:
@@ -258,11 +328,13 @@ def flatten(d: Mapping[str, Any], prefix: str = "", keep_empty: bool = False) ->
 
 def from_flat(flat: Mapping[str, Any]) -> Config:
     """Build and validate a Config from dotted keys (values already parsed)."""
+    if not isinstance(flat, Mapping):
+        raise ConfigError(f"expected a mapping of keys to values, got {type(flat).__name__}")
     top, agent = {}, {}
     given: dict[str, dict] = {kind: {} for kind in METHOD_KINDS}
     for key, value in flat.items():
         if not isinstance(key, str):
-            raise ConfigError(f"{key!r}: keys must be strings")
+            raise ConfigError(f"{show_value(key)}: keys must be strings")
         if key.startswith("agent."):
             name = key[len("agent."):]
             if name not in AGENT_FIELDS:
@@ -292,7 +364,7 @@ def _method_params(kind: str, method: str, given: dict) -> dict:
     for name in list(given):
         if name not in params:
             allowed = ", ".join(f"{kind}.{p}" for p in params) or "no parameters"
-            raise ConfigError(f"unknown key '{kind}.{name}': {kind}={method} takes {allowed}")
+            raise ConfigError(f"unknown key '{one_line(kind + '.' + name, 200)}': {kind}={method} takes {allowed}")
         given[name] = _coerce(f"{kind}.{name}", given[name], params[name])
     return given
 
@@ -387,26 +459,53 @@ def _check_relabel(cfg: Config) -> None:
 
 
 def load_file(path: str | Path, keep_empty: bool = False) -> dict[str, Any]:
-    """Read a YAML, TOML or JSON config file into flat dotted keys (see :func:`flatten`)."""
+    """Read a YAML, TOML or JSON config file into flat dotted keys (see :func:`flatten`).
+    Whatever the file holds, a failure is a one-line ConfigError naming it; YAML is read
+    with the safe loader (plain data, no Python objects)."""
     p = Path(path)
+    name = f"config file '{one_line(path, 300)}'"
     if not p.is_file():
-        raise ConfigError(f"config file '{path}': no such file")
-    text = p.read_text()
+        raise ConfigError(f"{name}: no such file")
+    if p.suffix not in (".yaml", ".yml", ".toml", ".json"):
+        raise ConfigError(f"{name}: expected a .yaml, .yml, .toml or .json file")
     try:
-        if p.suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text) or {}
-        elif p.suffix == ".toml":
+        text = p.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise ConfigError(f"{name}: cannot read it ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{name}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    try:
+        if p.suffix == ".toml":
             data = tomllib.loads(text)
         elif p.suffix == ".json":
             data = json.loads(text)
         else:
-            raise ConfigError(f"config file '{path}': expected a .yaml, .yml, .toml or .json file")
-    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise ConfigError(f"config file '{path}': cannot parse: {first}") from None
+            data = yaml.safe_load(text)
+            data = {} if data is None else data
+    except (yaml.YAMLError, ValueError, RecursionError) as e:  # ValueError: JSON, TOML, YAML's dates and ints
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"{name}: cannot parse: {first}") from None
     if not isinstance(data, Mapping):
-        raise ConfigError(f"config file '{path}': expected a mapping of keys to values")
+        raise ConfigError(f"{name}: expected a mapping of keys to values, got {type(data).__name__}")
+    _check_size(data, name)
     return flatten(data, keep_empty=keep_empty)
+
+
+def _check_size(data: Any, name: str) -> None:
+    """Refuse a file nested deeper than FILE_DEPTH_MAX or with more than FILE_NODES_MAX
+    values, counting a YAML alias each time it is used (a self-referencing anchor, or
+    aliases of aliases that would expand exponentially)."""
+    stack, nodes = [(data, 0)], 0
+    while stack:
+        value, depth = stack.pop()
+        nodes += 1
+        if depth > FILE_DEPTH_MAX or nodes > FILE_NODES_MAX:
+            raise ConfigError(f"{name}: nested deeper than {FILE_DEPTH_MAX} levels or more than {FILE_NODES_MAX} "
+                              "values (a self-referencing YAML anchor?)")
+        if isinstance(value, Mapping):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, depth + 1) for v in value)
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -430,18 +529,20 @@ def help_table() -> str:
     lines = []
     defaults = Config().to_flat()
     for name, f in TOP_FIELDS.items():
-        lines.append(f"  {name:<22} {show_value(defaults[name]):<14} {f.metadata['help']} ({_describe(f)})")
+        lines.append(f"  {name:<22} {show_value(defaults[name]):<14} {f.metadata['help']} "
+                     f"({_describe(f, name, full=True)})")
     for name, f in AGENT_FIELDS.items():
         only = f" [{', '.join(f.metadata['agents'])}]" if f.metadata.get("agents") else ""
         key = f"agent.{name}"
-        lines.append(f"  {key:<22} {show_value(defaults[key]):<14} {f.metadata['help']}{only} ({_describe(f)})")
+        lines.append(f"  {key:<22} {show_value(defaults[key]):<14} {f.metadata['help']}{only} "
+                     f"({_describe(f, key, full=True)})")
     for kind, registry in METHOD_KINDS.items():
         shared: dict[tuple, list[str]] = {}  # a parameter several methods share is listed once
         for method, cls in registry.items():
             for name, f in cls.params().items():
                 default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
                 shared.setdefault((f"{kind}.{name}", show_value(_jsonable(default)), f.metadata["help"],
-                                   _describe(f)), []).append(method)
+                                   _describe(f, f"{kind}.{name}", full=True)), []).append(method)
         for (key, default, text, kind_of), methods in shared.items():
             lines.append(f"  {key:<22} {default:<14} {text} [{', '.join(methods)}] ({kind_of})")
     return "\n".join(lines)

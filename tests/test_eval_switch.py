@@ -118,6 +118,25 @@ def test_the_trace_follows_the_response_the_active_target_and_the_belief(tmp_pat
     _assert_png(enc)
 
 
+@pytest.mark.parametrize("width", [1, 2])
+def test_a_narrow_pool_of_environments_evaluates_every_slot_as_a_full_one(width):
+    """Evaluation in waves over ``width`` environments per seed (reset between episodes)
+    gives the returns, switches, final beliefs and trace of one environment per slot: seeds
+    and belief keys belong to the slot, not to the environment that runs it."""
+    seeds, tasks, pools = [3, 4], np.array([4, 5, 6]), [np.arange(4, 7)] * 3
+    full, narrow = (evaluate(FakeLearner(True), None, _envs(seeds, n, 20), seeds, 2, tasks, episodes=2,
+                             switch_pools=pools, trace=(2, 0)) for n in (3, width))
+    for name in ("returns", "before_switch", "after_switch", "switched"):
+        np.testing.assert_array_equal(getattr(narrow, name), getattr(full, name))
+    assert narrow.returns.shape == (2, 3, 2) and full.switched.any()
+    for name in full.stats:
+        np.testing.assert_array_equal(narrow.stats[name], full.stats[name])
+    assert narrow.trace.envs == full.trace.envs == [2, 0]
+    for field in ("response", "target", "task", "z_mean", "z_class"):
+        for a, b in zip(getattr(narrow.trace, field), getattr(full.trace, field)):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_switch_columns_average_only_the_switched_last_episodes():
     task_set = make_env("meta:toy1d", num_train=4, num_test=3).tasks
     plain = AdaptationEval(task_set, 1, 2, 1)

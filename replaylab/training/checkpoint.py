@@ -7,9 +7,10 @@ Layout: ``RUN/checkpoints/step_0000050000/{arrays.npz, meta.json}``.
 - ``meta.json`` holds the host counters and the SHA-256 of ``arrays.npz``.
 - A checkpoint is written into a hidden temporary folder, flushed to disk, then renamed
   into place: a crash leaves either the old set of checkpoints or the new one.
-- Loading tries the newest checkpoint first; a corrupted one produces a warning and the
-  previous one is used. With no valid checkpoint, loading fails loudly; a run never
-  silently starts afresh.
+- Loading tries the newest checkpoint first; a corrupted one (bad checksum, unreadable
+  or incomplete meta.json, missing or mis-shaped arrays) produces a warning and the
+  previous one is used. With no valid checkpoint, loading fails with one line naming each
+  checkpoint's problem; a run never silently starts afresh.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import numpy as np
 
-from replaylab.errors import RunError
+from replaylab.errors import RunError, one_line
 
 FORMAT = 1
 KEEP = 2
@@ -95,13 +96,21 @@ def save(ckpt_root: Path, step: int, state, host_arrays: dict[str, np.ndarray], 
 def list_checkpoints(ckpt_root: Path) -> list[Path]:
     if not ckpt_root.is_dir():
         return []
-    return sorted(p for p in ckpt_root.iterdir() if p.is_dir() and p.name.startswith(_PREFIX))
+    try:
+        return sorted(p for p in ckpt_root.iterdir() if p.is_dir() and p.name.startswith(_PREFIX))
+    except OSError as e:
+        raise RunError(f"{ckpt_root}: cannot list the checkpoints ({e.strerror or e})") from None
 
 
-def _load_one(path: Path, template) -> tuple[Any, dict[str, np.ndarray], dict]:
-    meta = json.loads((path / "meta.json").read_text())
+def _load_one(path: Path, template, meta_types: Mapping[str, Any]) -> tuple[Any, dict[str, np.ndarray], dict]:
+    meta = json.loads((path / "meta.json").read_bytes().decode("utf-8"))
+    if not isinstance(meta, dict):
+        raise ValueError(f"meta.json holds a {type(meta).__name__}, not a mapping")
     if meta.get("format") != FORMAT:
         raise ValueError(f"unknown checkpoint format {meta.get('format')!r}")
+    for key, kind in {"sha256": str, "step": int, **meta_types}.items():  # meta.json has no checksum of its own
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            raise ValueError(f"meta.json: {key} is missing or not of type {getattr(kind, '__name__', 'number')}")
     if _sha256(path / "arrays.npz") != meta["sha256"]:
         raise ValueError("checksum mismatch")
     with np.load(path / "arrays.npz", allow_pickle=False) as z:
@@ -121,19 +130,23 @@ def _load_one(path: Path, template) -> tuple[Any, dict[str, np.ndarray], dict]:
     return state, host, meta
 
 
-def load_latest(ckpt_root: Path, template) -> tuple[Any, dict[str, np.ndarray], dict, Path]:
-    """Newest valid checkpoint; corrupted ones are reported on stderr and skipped."""
+def load_latest(ckpt_root: Path, template, meta_types: Mapping[str, Any] | None = None
+                ) -> tuple[Any, dict[str, np.ndarray], dict, Path]:
+    """Newest valid checkpoint; corrupted ones are skipped, with a warning on stderr once a
+    valid one is found (with none, the RunError alone names every problem). ``meta_types``:
+    the keys meta.json must hold, with their types."""
     candidates = list_checkpoints(ckpt_root)
     if not candidates:
         raise RunError(f"no checkpoint in {ckpt_root}")
     problems = []
     for path in reversed(candidates):
         try:
-            state, host, meta = _load_one(path, template)
+            state, host, meta = _load_one(path, template, meta_types or {})
         except Exception as e:  # any unreadable file means: not a usable checkpoint
-            problems.append(f"{path.name}: {type(e).__name__}: {e}")
-            print(f"warning: checkpoint {path} is unusable ({type(e).__name__}: {e}); "
-                  "falling back to the previous one", file=sys.stderr)
+            problems.append((path, f"{type(e).__name__}: {str(e)[:300]}"))
             continue
+        for bad, why in problems:
+            print(one_line(f"warning: checkpoint {bad} is unusable ({why}); falling back to the previous one"),
+                  file=sys.stderr)
         return state, host, meta, path
-    raise RunError(f"no valid checkpoint in {ckpt_root} ({'; '.join(problems)})")
+    raise RunError(f"no valid checkpoint in {ckpt_root} ({'; '.join(f'{p.name}: {why}' for p, why in problems)})")

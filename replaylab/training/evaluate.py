@@ -1,18 +1,22 @@
 """Deterministic-policy evaluation on separate environment instances.
 
-One protocol serves both settings. Each seed gets N evaluation environments that step in
-lockstep, one compiled call picking the actions of all S x N; each runs ``episodes``
+One protocol serves both settings. Each seed has N evaluation slots; each runs ``episodes``
 consecutive episodes of its task with its own belief, which starts from the prior and is
 updated between episodes:
 
-- single task: N = ``eval_episodes`` environments, one episode each;
-- meta-RL adaptation (PEARL's protocol): one environment per evaluated task, ``episodes`` =
+- single task: N = ``eval_episodes`` slots, one episode each;
+- meta-RL adaptation (PEARL's protocol): one slot per evaluated task, ``episodes`` =
   ``adapt_episodes``; the first ``prior_episodes`` act with z from the prior, later ones
   with z from the posterior over every transition of the task so far (so the posterior
   changes at episode boundaries only).
 
-Episode seeds are derived from (seed, round, environment, episode), so an evaluation is
-reproducible and independent of training.
+The slots run on a fixed pool of W <= N environments per seed (``pool_width``: at most
+``EVAL_ENVS`` in all, so a large eval_episodes or seed count neither hangs on creating
+environments nor exhausts memory): in waves of W slots that step in lockstep, one compiled
+call picking the actions of all S x W, each environment reset at every episode. Episode
+seeds and belief keys are derived from (seed, round, slot, episode), never from the
+environment that runs it, so an evaluation is reproducible, independent of training and
+of the pool width.
 
 Non-stationary tasks (``change_steps > 0``): each episode's return is also split at its
 first task switch (read from ``extras["task"]``, the task each step's reward was computed
@@ -38,6 +42,14 @@ from replaylab.replay.storage import Transition
 TRAIN_STREAM, EVAL_STREAM = 0, 1
 BELIEF_STREAM = 7  # the keys for z in evaluation, apart from the episodes' reset seeds
 MAX_EVAL_STEPS = 100_000  # guard for environments without a time limit
+EVAL_ENVS = 128  # evaluation environments kept, over all seeds (at least one per seed)
+
+
+def pool_width(seeds: int, slots: int) -> int:
+    """Evaluation environments per seed for ``slots`` evaluation slots (episodes or tasks):
+    all of them while seeds x slots <= EVAL_ENVS, else fewer, reused in waves; at least one
+    (the policy is vmapped over the seeds, so every seed steps in every wave)."""
+    return max(1, min(slots, EVAL_ENVS // max(seeds, 1)))
 
 
 def episode_seed(seed: int, *stream: int) -> int:
@@ -45,9 +57,13 @@ def episode_seed(seed: int, *stream: int) -> int:
     return int(np.random.SeedSequence([seed, *stream]).generate_state(1)[0])
 
 
-def _keys(seeds: Sequence[int], round_: int, n: int, episode: int) -> np.ndarray:
-    return np.stack([[np.random.SeedSequence([s, EVAL_STREAM, round_, j, episode, BELIEF_STREAM]).generate_state(2)
-                      for j in range(n)] for s in seeds]).astype(np.uint32)
+def _keys(seeds: Sequence[int], round_: int, slots: Sequence[int], width: int, episode: int) -> np.ndarray:
+    """Belief keys (S, width, 2) for the slots of a wave; padding columns get zeros."""
+    keys = np.zeros((len(seeds), width, 2), np.uint32)
+    for i, s in enumerate(seeds):
+        for c, j in enumerate(slots):
+            keys[i, c] = np.random.SeedSequence([s, EVAL_STREAM, round_, j, episode, BELIEF_STREAM]).generate_state(2)
+    return keys
 
 
 @dataclass
@@ -80,79 +96,98 @@ class EvalResult:
 def evaluate(learner, state, envs: list[list[Env]], seeds: list[int], round_: int, tasks: Sequence[int] | None = None,
              episodes: int = 1, prior_episodes: int = 0, switch_pools: Sequence[np.ndarray | None] | None = None,
              on_frame: Callable[[np.ndarray], None] | None = None, trace: Sequence[int] = ()) -> EvalResult:
-    """Run every environment for ``episodes`` episodes (see the module docstring).
-    Environment j runs task ``tasks[j]``, switching within ``switch_pools[j]`` where
-    switches are on. ``trace``: environments of the first seed whose last episode is
-    recorded step by step (those whose env declares a ``response``)."""
-    S, N = len(envs), len(envs[0])
-    tasks = np.zeros(N, np.int64) if tasks is None else np.asarray(tasks)
+    """Run every slot for ``episodes`` episodes (see the module docstring) on ``envs``, a
+    pool of W environments per seed. Slot j runs task ``tasks[j]`` (default: W slots of
+    task 0), switching within ``switch_pools[j]`` where switches are on. ``trace``: slots of
+    the first seed whose last episode is recorded step by step (where the env declares a
+    ``response``). ``on_frame`` gets the frames of seed 0's slot 0."""
+    S, W = len(envs), len(envs[0])
+    tasks = np.zeros(W, np.int64) if tasks is None else np.asarray(tasks)
+    N = len(tasks)
     pools = switch_pools if switch_pools is not None else [None] * N
     returns = np.zeros((S, N, episodes))
     before, after = np.zeros((S, N, episodes)), np.zeros((S, N, episodes))
     switched = np.zeros((S, N, episodes), bool)
     success = np.full((S, N, episodes), np.nan)
-    beliefs = learner.eval_beliefs(S, N)
+    probe = envs[0][0]  # every environment of the pool is the same env; it answers for all
+    beliefs = learner.eval_beliefs(S, W)
     tracks_belief = bool(jax.tree.leaves(beliefs))
-    traced = [int(j) for j in trace if getattr(envs[0][j], "response", None) is not None]
+    traced = [int(j) for j in trace if getattr(probe, "response", None) is not None]
     rec = {j: {"response": [], "target": [], "task": [], "mean": [], "class": []} for j in traced}
     stats_fn = learner.eval_stats if traced and tracks_belief else None
-    for k in range(episodes):
-        extra = (k,) if k else ()  # the first episode's seeds are those of single-episode evaluation
-        obs = np.stack([[envs[i][j].reset(episode_seed(seeds[i], EVAL_STREAM, round_, j, *extra), int(tasks[j]),
-                                          pools[j]) for j in range(N)] for i in range(S)])
-        if tracks_belief:
-            flags = np.full((S, N), k == 0), np.full((S, N), k < prior_episodes)
-            beliefs = learner.eval_begin(state, beliefs, *flags, _keys(seeds, round_, N, k))
-        active = np.ones((S, N), bool)
-        tracing = k == episodes - 1 and bool(traced)
-        if on_frame is not None:
-            on_frame(envs[0][0].render())
-        for _ in range(MAX_EVAL_STEPS):
-            actions = np.asarray(learner.policy(state, beliefs, obs))
-            next_obs, rewards, terminals = obs.copy(), np.zeros((S, N), np.float32), np.zeros((S, N), bool)
-            stepped = active.copy()
-            for i, j in zip(*np.nonzero(stepped)):
-                o, r, terminated, truncated, ex = envs[i][j].step(actions[i, j])
-                returns[i, j, k] += r
-                success[i, j, k] = ex.get("success", np.nan)
-                task = ex.get("task")
-                if task is not None and not switched[i, j, k] and int(task) != tasks[j]:
-                    switched[i, j, k] = True
-                (after if switched[i, j, k] else before)[i, j, k] += r
-                if tracing and i == 0 and j in rec:
-                    label, fn, p = envs[0][j].response
-                    rec[j]["response"].append(float(fn(o, ex["info"])))
-                    rec[j]["task"].append(int(task))
-                    rec[j]["target"].append(float(envs[0][j].tasks.params[int(task), p]))
-                next_obs[i, j], rewards[i, j], terminals[i, j] = o, r, terminated
-                if terminated or truncated:
-                    active[i, j] = False
+    final_stats = []  # per wave: the final beliefs' statistics of its slots
+    for first in range(0, N, W):
+        slots = list(range(first, min(first + W, N)))  # column c of this wave runs slot slots[c]
+        n = len(slots)
+        if first:
+            beliefs = learner.eval_beliefs(S, W)
+        wave_traced = [(c, j) for c, j in enumerate(slots) if j in rec]
+        for k in range(episodes):
+            extra = (k,) if k else ()  # the first episode's seeds are those of single-episode evaluation
+            obs = np.stack([[envs[i][c].reset(episode_seed(seeds[i], EVAL_STREAM, round_, j, *extra), int(tasks[j]),
+                                              pools[j]) for c, j in enumerate(slots)] for i in range(S)])
+            if n < W:  # the last wave's unused columns: never stepped, their actions ignored
+                obs = np.concatenate([obs, np.zeros((S, W - n) + obs.shape[2:], obs.dtype)], 1)
             if tracks_belief:
-                tr = Transition(obs=obs, action=actions, reward=rewards, next_obs=next_obs,
-                                terminated=terminals, episode=np.zeros((S, N), np.int32),
-                                step=np.zeros((S, N), np.int32))
-                beliefs = learner.eval_observe(state, beliefs, tr, stepped)
-                if tracing and stats_fn is not None:
-                    stats = {k: np.asarray(v)[0, traced] for k, v in stats_fn(beliefs).items()}
-                    mean, cls = stats.get("mean", np.zeros((len(traced), 0))), stats.get("class")
-                    for n, j in enumerate(traced):
-                        if stepped[0, j]:
-                            rec[j]["mean"].append(mean[n])
-                            if cls is not None:
-                                rec[j]["class"].append(int(cls[n]))
-            obs = next_obs
-            if on_frame is not None and active[0, 0]:
+                flags = np.full((S, W), k == 0), np.full((S, W), k < prior_episodes)
+                beliefs = learner.eval_begin(state, beliefs, *flags, _keys(seeds, round_, slots, W, k))
+            active = np.zeros((S, W), bool)
+            active[:, :n] = True
+            tracing = k == episodes - 1 and bool(wave_traced)
+            recording = on_frame is not None and first == 0
+            if recording:
                 on_frame(envs[0][0].render())
-            if not active.any():
-                break
-    stats = {k: np.asarray(v) for k, v in learner.eval_stats(beliefs).items()} if tracks_belief else None
+            for _ in range(MAX_EVAL_STEPS):
+                actions = np.asarray(learner.policy(state, beliefs, obs))
+                next_obs, rewards, terminals = obs.copy(), np.zeros((S, W), np.float32), np.zeros((S, W), bool)
+                stepped = active.copy()
+                for i, c in zip(*np.nonzero(stepped)):
+                    j = slots[c]
+                    o, r, terminated, truncated, ex = envs[i][c].step(actions[i, c])
+                    returns[i, j, k] += r
+                    success[i, j, k] = ex.get("success", np.nan)
+                    task = ex.get("task")
+                    if task is not None and not switched[i, j, k] and int(task) != tasks[j]:
+                        switched[i, j, k] = True
+                    (after if switched[i, j, k] else before)[i, j, k] += r
+                    if tracing and i == 0 and j in rec:
+                        label, fn, p = probe.response
+                        rec[j]["response"].append(float(fn(o, ex["info"])))
+                        rec[j]["task"].append(int(task))
+                        rec[j]["target"].append(float(probe.tasks.params[int(task), p]))
+                    next_obs[i, c], rewards[i, c], terminals[i, c] = o, r, terminated
+                    if terminated or truncated:
+                        active[i, c] = False
+                if tracks_belief:
+                    tr = Transition(obs=obs, action=actions, reward=rewards, next_obs=next_obs,
+                                    terminated=terminals, episode=np.zeros((S, W), np.int32),
+                                    step=np.zeros((S, W), np.int32))
+                    beliefs = learner.eval_observe(state, beliefs, tr, stepped)
+                    if tracing and stats_fn is not None:
+                        cols = [c for c, _ in wave_traced]
+                        stats = {name: np.asarray(v)[0, cols] for name, v in stats_fn(beliefs).items()}
+                        mean, cls = stats.get("mean", np.zeros((len(cols), 0))), stats.get("class")
+                        for m, (c, j) in enumerate(wave_traced):
+                            if stepped[0, c]:
+                                rec[j]["mean"].append(mean[m])
+                                if cls is not None:
+                                    rec[j]["class"].append(int(cls[m]))
+                obs = next_obs
+                if recording and active[0, 0]:
+                    on_frame(envs[0][0].render())
+                if not active.any():
+                    break
+        if tracks_belief:
+            final_stats.append({name: np.asarray(v)[:, :n] for name, v in learner.eval_stats(beliefs).items()})
+    stats = {name: np.concatenate([w[name] for w in final_stats], 1) for name in final_stats[0]} \
+        if tracks_belief else None
     result = EvalResult(returns, before, after, switched, stats=stats,
                         success=None if np.isnan(success).all() else success)
     if traced:
-        label, _, p = envs[0][traced[0]].response
+        label, _, p = probe.response
         has_z, has_class = stats_fn is not None and rec[traced[0]]["mean"], bool(rec[traced[0]]["class"])
         result.trace = Trace(
-            label=label, param=envs[0][traced[0]].tasks.names[p], envs=traced,
+            label=label, param=probe.tasks.names[p], envs=traced,
             response=[np.asarray(rec[j]["response"]) for j in traced],
             target=[np.asarray(rec[j]["target"]) for j in traced],
             task=[np.asarray(rec[j]["task"], np.int64) for j in traced],

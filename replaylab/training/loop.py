@@ -46,7 +46,8 @@ from replaylab.replay.sampler import ReplaySpec
 from replaylab.replay.storage import Transition
 from replaylab.replay.tasks import MultiTask
 from replaylab.training import checkpoint
-from replaylab.training.evaluate import TRAIN_STREAM, AdaptationEval, SingleTaskEval, episode_seed, evaluate
+from replaylab.training.evaluate import (TRAIN_STREAM, AdaptationEval, SingleTaskEval, episode_seed, evaluate,
+                                         pool_width)
 from replaylab.training.learner import EpisodeStarts, Learner
 from replaylab.training.logs import Console, Loggers, ProgressCSV, read_progress
 from replaylab.training.schedule import TaskSchedule
@@ -86,6 +87,8 @@ class HostState:
     wall_time: float = 0.0
 
     COUNTERS = ("env_step", "updates", "resets_done", "eval_round", "csv_rows", "wall_time")
+    # what a checkpoint's meta.json must hold (it has no checksum of its own)
+    META_TYPES = {**dict.fromkeys(COUNTERS, int), "wall_time": (int, float), "phase_metrics": dict}
 
     def to_checkpoint(self) -> tuple[dict[str, np.ndarray], dict]:
         S, A = self.pending.shape
@@ -143,7 +146,8 @@ class Trainer:
         self.protocol = AdaptationEval(task_set, cfg.eval_train_tasks, cfg.adapt_episodes, cfg.prior_episodes,
                                        switches=bool(cfg.change_steps)) if multi \
             else SingleTaskEval(cfg.eval_episodes, goal=env.goal is not None)
-        self.eval_envs = [[cfg.make_env() for _ in self.protocol.tasks] for _ in self.seeds]
+        width = pool_width(len(self.seeds), len(self.protocol.tasks))  # reused in waves, not one per episode
+        self.eval_envs = [[cfg.make_env() for _ in range(width)] for _ in self.seeds]
         self.agent = make_agent(cfg.agent, env.obs_dim + self.inference.encoding_dim, env.act_dim, cfg.agent_cfg,
                                 cfg.policy_delay, obs_grad=self.inference.needs_obs_grad)
         spec = ReplaySpec(obs_dim=env.obs_dim, act_dim=env.act_dim, capacity=cfg.buffer_size, termination=env.termination,
@@ -208,7 +212,7 @@ class Trainer:
 
     def _restore(self) -> tuple[object, HostState]:
         template = self.learner.init_shapes(len(self.seeds))
-        state, arrays, meta, path = checkpoint.load_latest(self.ckpt_root, template)
+        state, arrays, meta, path = checkpoint.load_latest(self.ckpt_root, template, HostState.META_TYPES)
         self.last_checkpoint = path
         host = HostState.from_checkpoint(arrays, meta)
         for i, (env, s) in enumerate(zip(self.envs, self.seeds)):
