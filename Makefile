@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-all bench clean
+.PHONY: run test test-all bench clean chromium
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "replaylab needs Python >= 3.11 (set PYTHON=...)"'
@@ -19,12 +19,20 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/replaylab compare --config configs/demo.yaml
 
+# Headless Chromium for tests/test_report.py, from the distribution's packages where it is
+# missing; best effort: without apt-get and root (or password-less sudo) that test skips.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ SUDO=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); command -v apt-get >/dev/null 2>&1 && \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+	echo "chromium could not be installed (needs apt-get as root); tests/test_report.py will skip its browser check"
+
 # The test suite (< 15 minutes on 2 cores).
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/pytest -q
 
 # Everything, slow tests included.
-test-all: $(STAMP)
+test-all: $(STAMP) chromium
 	$(BIN)/pytest -q -m "slow or not slow"
 
 bench: $(STAMP)

@@ -26,6 +26,7 @@ The bootstrap is seeded, so the same runs always give the same table.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -93,15 +94,16 @@ class RunRecord:
 
 # -- reading ------------------------------------------------------------------------------
 
-def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
-    """Each path is a run directory (holds config.json) or a folder with run directories in it."""
+def find_run_dirs(paths: Iterable[str | Path], option: str = "--runs") -> list[Path]:
+    """Each path is a run directory (holds config.json) or a folder with run directories in it;
+    ``option`` names the paths in errors."""
     found: list[Path] = []
     for p in paths:
         path = Path(p)
         if not path.exists():
-            raise ConfigError(f"--runs {p}: no such directory")
+            raise ConfigError(f"{option} {p}: no such directory")
         if not path.is_dir():
-            raise ConfigError(f"--runs {p}: not a directory")
+            raise ConfigError(f"{option} {p}: not a directory")
         if (path / "config.json").is_file():
             found.append(path)
             continue
@@ -112,7 +114,7 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
                 inside.append(Path(root))
                 dirs.clear()  # a run directory holds no further runs
         if not inside:
-            raise ConfigError(f"--runs {p}: no replaylab run directory (a folder with config.json) in it")
+            raise ConfigError(f"{option} {p}: no replaylab run directory (a folder with config.json) in it")
         found.extend(inside)
     unique: dict[Path, Path] = {}
     for d in found:
@@ -131,6 +133,8 @@ def load_run(run_dir: str | Path, score: str = "return_mean") -> RunRecord:
         config = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"run {run_dir}: config.json cannot be parsed ({e})") from None
+    except OSError as e:
+        raise ConfigError(f"run {run_dir}: config.json cannot be read ({e.strerror or e})") from None
     if not isinstance(config, dict) or not all(k in config for k in ("env", "agent", "replay", "total_steps")):
         raise ConfigError(f"run {run_dir}: config.json lacks env, agent, replay or total_steps")
     progress = run_dir / "progress.csv"
@@ -247,8 +251,8 @@ def env_scores(records: Sequence[RunRecord], budget: int, metric: str, envs: Seq
     return out
 
 
-def _matrices(scores: dict[str, dict[str, np.ndarray]], envs: Sequence[str],
-              warn: Callable[[str], None] | None, note: str = "") -> dict[str, np.ndarray]:
+def score_matrices(scores: dict[str, dict[str, np.ndarray]], envs: Sequence[str],
+                   warn: Callable[[str], None] | None, note: str = "") -> dict[str, np.ndarray]:
     """{method: (runs, envs) matrix}, keeping the first n runs of each env, n the fewest any env has."""
     out = {}
     for m, per_env in scores.items():
@@ -283,24 +287,29 @@ def iqm(scores: np.ndarray) -> float:
     return float(metrics.aggregate_iqm(np.asarray(scores, dtype=np.float64)))
 
 
-def iqm_interval(scores: np.ndarray, reps: int = DEFAULT_REPS, confidence: float = CONFIDENCE,
-                 seed: int = BOOTSTRAP_SEED) -> tuple[float, float, float]:
-    """(IQM, CI low, CI high) with a stratified bootstrap over runs within each task.
-
-    rliable draws its bootstrap indices from NumPy's global generator; it is seeded here and
-    restored afterwards, so the interval is reproducible and the caller's stream untouched.
-    """
-    from rliable import library, metrics
-
-    scores = np.asarray(scores, dtype=np.float64)
+@contextlib.contextmanager
+def seeded_bootstrap(seed: int = BOOTSTRAP_SEED):
+    """rliable draws its bootstrap indices from NumPy's global generator: seed it for the block
+    and restore it afterwards, so intervals are reproducible and the caller's stream untouched."""
     saved = np.random.get_state()
     np.random.seed(seed)
     try:
+        yield
+    finally:
+        np.random.set_state(saved)
+
+
+def iqm_interval(scores: np.ndarray, reps: int = DEFAULT_REPS, confidence: float = CONFIDENCE,
+                 seed: int = BOOTSTRAP_SEED) -> tuple[float, float, float]:
+    """(IQM, CI low, CI high) with a stratified bootstrap over runs within each task (seeded,
+    see ``seeded_bootstrap``)."""
+    from rliable import library, metrics
+
+    scores = np.asarray(scores, dtype=np.float64)
+    with seeded_bootstrap(seed):
         point, interval = library.get_interval_estimates(
             {"m": scores}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps,
             confidence_interval_size=confidence)
-    finally:
-        np.random.set_state(saved)
     lo, hi = np.asarray(interval["m"], dtype=np.float64).reshape(2)
     return float(np.asarray(point["m"]).reshape(())), float(lo), float(hi)
 
@@ -342,8 +351,8 @@ def aggregate(records: Sequence[RunRecord], budgets: Sequence[int] | None = None
             if len(envs) > 1:
                 # warn about unequal run counts once, for the first matrices only
                 first = (metric, budget) == (METRICS[0], budgets[0])
-                mats = _matrices(normalise_per_env(scores), envs, warn if first else None,
-                                 note=f"the '{ALL_ENVS}' rows are ")
+                mats = score_matrices(normalise_per_env(scores), envs, warn if first else None,
+                                      note=f"the '{ALL_ENVS}' rows are ")
                 for m in methods:
                     rows.append(row(ALL_ENVS, m, metric, budget, mats[m]))
     env_order = {env: i for i, env in enumerate([*envs, ALL_ENVS])}
@@ -388,5 +397,5 @@ def runs_summary(records: Sequence[RunRecord]) -> list[dict]:
 
 __all__ = ["RunRecord", "METRICS", "COLUMNS", "ALL_ENVS", "NORMALISATION", "DEFAULT_REPS", "find_run_dirs",
            "load_run", "load_runs", "label_methods", "default_budgets", "curve_score", "env_scores",
-           "normalise_per_env", "iqm", "iqm_interval", "aggregate", "table_csv", "table_text",
-           "runs_summary"]
+           "normalise_per_env", "score_matrices", "seeded_bootstrap", "iqm", "iqm_interval", "aggregate",
+           "table_csv", "table_text", "runs_summary"]

@@ -35,18 +35,36 @@ def method_curve(records: Sequence[RunRecord], method: str, env: str) -> tuple[n
             np.array([v.max() for v in vals]))
 
 
+def method_colors(methods: Sequence[str]) -> dict[str, str]:
+    """One matplotlib colour per method, by its position in ``methods``."""
+    return {m: f"C{i % 10}" for i, m in enumerate(methods)}
+
+
+def score_label(score: str) -> str:
+    return "evaluation return" if score == "return_mean" else score.replace("_", " ")
+
+
 def plot_curves(records: Sequence[RunRecord], path: str | Path, methods: Sequence[str] | None = None,
                 title: str | None = None, score: str = "return_mean") -> Path:
-    label = "evaluation return" if score == "return_mean" else score.replace("_", " ")
+    """Write ``curves_figure`` to ``path`` as PNG, atomically."""
+    return save_figure(curves_figure(records, methods, title, score), path)
+
+
+def curves_figure(records: Sequence[RunRecord], methods: Sequence[str] | None = None, title: str | None = None,
+                  score: str = "return_mean", colors: dict[str, str] | None = None):
+    """The learning-curve figure of ``plot_curves``; ``colors``: method -> colour (default: by
+    position in ``methods``)."""
+    label = score_label(score)
     envs = sorted({r.env for r in records})
     present = list(dict.fromkeys(r.method for r in records))
     methods = [m for m in (methods or sorted(present)) if m in present]
     ncols = min(len(envs), 3)
     nrows = math.ceil(len(envs) / ncols)
     fig, axes = new_figure(nrows, ncols, (4.8 * ncols, 3.6 * nrows + 0.6))
-    colors = [f"C{i % 10}" for i in range(len(methods))]
+    colors = colors or method_colors(methods)
     for ax, env in zip(axes, envs):
-        for method, color in zip(methods, colors):
+        for method in methods:
+            color = colors[method]
             steps, mean, lo, hi = method_curve(records, method, env)
             if not len(steps):
                 continue
@@ -62,7 +80,7 @@ def plot_curves(records: Sequence[RunRecord], path: str | Path, methods: Sequenc
     for ax in axes[len(envs):]:
         ax.set_visible(False)
     fig.suptitle(title or f"{label}: mean over seeds, band = min to max")
-    return save_figure(fig, path)
+    return fig
 
 
-__all__ = ["method_curve", "plot_curves"]
+__all__ = ["method_curve", "method_colors", "score_label", "plot_curves", "curves_figure"]

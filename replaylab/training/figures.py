@@ -20,13 +20,18 @@ def new_figure(nrows: int, ncols: int, size: tuple[float, float]):
     return fig, np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
 
 
+def png_bytes(fig, dpi: int = 110) -> bytes:
+    """A figure as PNG bytes (for a file, or a page that embeds it)."""
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=dpi)
+    return png.getvalue()
+
+
 def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     """Write a figure as PNG, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=dpi)
-    write_atomic(path, png.getvalue())
+    write_atomic(path, png_bytes(fig, dpi))
     return path
 
 
