@@ -1,4 +1,4 @@
-"""The ``replaylab`` command line: train, resume, eval, compare, envs.
+"""The ``replaylab`` command line: train, resume, eval, compare, report, envs.
 
 A user's mistake prints one line, ``replaylab: error: ...``, and exits with code 2; a
 run that cannot go on (non-finite loss, no valid checkpoint) exits with code 1.
@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from replaylab.errors import ConfigError, RunError
+from replaylab.errors import ConfigError, RunError, one_line
 
 TRAIN_EPILOG = """\
 Settings are given as a config file (YAML, TOML or JSON; flat dotted keys or nested
@@ -25,10 +25,17 @@ examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the house's one-line error (and exit code 2) instead of usage + error."""
+
+    def error(self, message: str):
+        self.exit(2, f"replaylab: error: {one_line(message)} (see '{self.prog} --help')\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     from replaylab.config import help_table
 
-    p = argparse.ArgumentParser(prog="replaylab", description="Sample-efficient off-policy RL for continuous control.")
+    p = _Parser(prog="replaylab", description="Sample-efficient off-policy RL for continuous control.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     t = sub.add_parser("train", help="train an agent", formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog=TRAIN_EPILOG.format(table=help_table()),
@@ -52,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--video", default=None, metavar="PATH",
                    help="write seed 0's first episode as a video (.gif or .mp4) where a renderer is available")
     _compare_parser(sub)
+    _report_parser(sub)
     sub.add_parser("envs", help="list the task distributions (env=meta:NAME)",
                    description="Every meta-environment family: its task parameters, default train/test task "
                                "counts (disjoint sets), episode length and dimensions.")
@@ -108,9 +116,13 @@ Compare replay methods: train a grid of methods x envs x seeds, or read finished
 and report the interquartile mean (IQM) of the evaluation return with 95% stratified-
 bootstrap confidence intervals (rliable) at step budgets, and learning curves.
 
-Each (method, env) cell is one run with seeds=S (trained at once), in OUT/runs/ENV-METHOD;
-cells run one after the other. Running the same command again continues an interrupted
-grid: finished cells are skipped, an unfinished one resumes from its newest checkpoint.
+A sweep (--sweep KEY=V1,V2 or sweep: in the grid file) crosses every method with every
+combination of the swept values of any run settings. Each (method, setting, env) cell is
+one run with seeds=S (trained at once), in OUT/runs/ENV-LABEL. Cells run on local worker
+processes (--workers, one per core by default, each on its own cores) or as Ray tasks
+(--ray). Running the same command again continues an interrupted grid, whichever executor
+ran it: finished cells are skipped, an unfinished one resumes from its newest checkpoint.
+A cell that fails is reported with its error (OUT/logs/CELL.log) and the others go on.
 """
 
 COMPARE_EPILOG = """\
@@ -118,6 +130,7 @@ writes:
   OUT/summary.csv    env, method, metric, budget, iqm, ci_low, ci_high, n_runs
   OUT/summary.json   the same rows, the budgets, the runs read and the grid
   OUT/curves.png     one panel per env: mean return over seeds, band = min to max
+  OUT/cells/         each cell's run settings; OUT/logs/ each worker's output
 
 metrics, per budget B: return (the evaluation return at B, i.e. the last evaluation at or
 before B) and auc (the mean evaluation return over the evaluations at or before B). Rows
@@ -129,11 +142,14 @@ grid file (--config), YAML, TOML or JSON; options given on the command line win:
   methods: [uniform, nmer]        envs: [Hopper-v5]         seeds: 3
   out: runs/compare               steps: [15000, 30000]     reps: 2000
   overrides: {total_steps: 30000, agent: sac}   # run settings, see 'replaylab train --help'
+  sweep: {replay_ratio: [1, 8], agent.critic_lr: [3.0e-4, 1.0e-3]}   # crossed with the methods
 
 examples:
   replaylab compare --methods uniform,nmer,lcer_rm,ct --envs InvertedDoublePendulum-v5,Hopper-v5 \\
       --seeds 3 --out runs/compare total_steps=30000 agent=sac
   replaylab compare --config configs/compare.yaml
+  replaylab compare --methods uniform,nmer --envs Hopper-v5 --sweep replay_ratio=1,8,32 --workers 2
+  replaylab compare --config configs/compare.yaml --ray auto --cpus-per-cell 2 --gpus-per-cell 0.25
   replaylab compare --runs runs/compare/runs runs/hopper-per --out runs/report --steps 10000,30000
 """
 
@@ -168,6 +184,18 @@ def _compare_parser(sub) -> None:
     c.add_argument("--runs", nargs="+", metavar="DIR",
                    help="only report on finished runs: each DIR is a run directory or a folder of them; "
                         "trains nothing (default: none)")
+    c.add_argument("--sweep", action="append", metavar="KEY=V1,V2",
+                   help="cross every method with these values of a run setting; repeat to sweep several "
+                        "settings, e.g. --sweep replay_ratio=1,8 --sweep agent.critic_lr=3e-4,1e-3 (default: none)")
+    c.add_argument("--workers", metavar="N",
+                   help="cells trained at once by local worker processes, each on its own share of the cores; "
+                        "1 trains them one after the other in this process (default: one per core)")
+    c.add_argument("--ray", metavar="ADDRESS", help="run the cells as Ray tasks: 'local' starts Ray on this "
+                   "machine, 'auto' joins the running cluster, or a cluster address; OUT must be on storage every "
+                   "node sees (default: not on Ray)")
+    c.add_argument("--cpus-per-cell", metavar="C", help="Ray: CPUs each cell needs (default: 1)")
+    c.add_argument("--gpus-per-cell", metavar="G", help="Ray: GPUs each cell needs, fractions allowed, e.g. 0.25 "
+                   "(default: 0)")
     c.add_argument("settings", nargs="*", metavar="key=value",
                    help="run settings shared by every cell, as for 'replaylab train' (default: none)")
 
@@ -199,7 +227,8 @@ def _compare(args) -> None:
     steps = compare.parse_steps(args.steps) if args.steps is not None else None
     if args.runs:
         given = [opt for opt, v in (("--methods", args.methods), ("--envs", args.envs), ("--seeds", args.seeds),
-                                    ("--config", args.config)) if v is not None]
+                                    ("--config", args.config), ("--sweep", args.sweep), ("--workers", args.workers),
+                                    ("--ray", args.ray)) if v is not None]
         if given or args.settings:
             raise ConfigError(f"--runs reports on finished runs and trains nothing; it cannot be combined with "
                               f"{', '.join(given + (['key=value settings'] if args.settings else []))}")
@@ -209,8 +238,50 @@ def _compare(args) -> None:
         return
     file_values = compare.load_grid_file(args.config) if args.config else None
     options = dict(methods=args.methods, envs=args.envs, seeds=args.seeds, out=args.out, steps=steps, reps=reps,
-                   score=args.score)
-    compare.run_grid(compare.resolve_grid(file_values, options, parse_overrides(args.settings)))
+                   score=args.score, sweep=compare.parse_sweep(args.sweep or []))
+    if args.ray is None and (args.cpus_per_cell is not None or args.gpus_per_cell is not None):
+        raise ConfigError("--cpus-per-cell and --gpus-per-cell size Ray tasks; give --ray ADDRESS too")
+    _, failed = compare.run_grid(
+        compare.resolve_grid(file_values, options, parse_overrides(args.settings)),
+        workers=compare.parse_int(args.workers, "--workers") if args.workers is not None else None, ray=args.ray,
+        cpus_per_cell=compare.parse_float(args.cpus_per_cell or 1, "--cpus-per-cell", 0.01),
+        gpus_per_cell=compare.parse_float(args.gpus_per_cell or 0, "--gpus-per-cell", 0.0))
+    if failed:
+        raise RunError(f"{compare._count(len(failed), 'cell')} of the grid failed (listed above); the rest are reported")
+
+
+REPORT_EPILOG = """\
+writes one HTML file, readable offline (figures embedded as PNG): the runs, the settings in
+which they differ, throughput (SPS), and per env the learning curves, IQM with 95% CIs,
+performance profiles and probability of improvement (rliable), per-task returns and task
+encodings of meta-RL runs; with several envs, the same over envs.
+
+examples:
+  replaylab report runs/compare                  # a compare output folder -> runs/compare/report.html
+  replaylab report runs/hopper runs/hopper-per --out hopper.html
+"""
+
+
+def _report_parser(sub) -> None:
+    from replaylab.analysis.aggregate import DEFAULT_REPS
+
+    r = sub.add_parser("report", help="one static HTML page over finished runs: curves, IQM, profiles, settings, SPS",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=REPORT_EPILOG,
+                       description="Report on finished runs in one self-contained HTML file; trains nothing.")
+    r.add_argument("dirs", nargs="+", metavar="DIR",
+                   help="a run directory, a folder of them, or a 'replaylab compare' output folder")
+    r.add_argument("--out", metavar="FILE", help="the HTML file (default: DIR/report.html for one DIR, "
+                   "./report.html for several)")
+    r.add_argument("--reps", metavar="N", help=f"bootstrap resamples per interval (default: {DEFAULT_REPS})")
+    r.add_argument("--score", metavar="COLUMN", help="the progress.csv column compared (default: return_mean)")
+
+
+def _html_report(args) -> None:
+    from replaylab import compare
+    from replaylab.analysis.report import write_report
+
+    reps = compare.parse_int(args.reps, "--reps") if args.reps is not None else compare.DEFAULT_REPS
+    write_report(args.dirs, args.out, reps, compare.parse_score(args.score or "return_mean"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
             _print_eval(args.run_dir, api.evaluation(args.run_dir, args.episodes, args.video), args.video)
         elif args.command == "envs":
             _envs()
+        elif args.command == "report":
+            _html_report(args)
         elif args.command == "compare":
             try:
                 _compare(args)
@@ -239,10 +312,10 @@ def main(argv: list[str] | None = None) -> int:
                       "(finished runs are skipped)", file=sys.stderr)
                 return 130
     except ConfigError as e:
-        print(f"replaylab: error: {e}", file=sys.stderr)
+        print(f"replaylab: error: {one_line(e)}", file=sys.stderr)
         return 2
     except RunError as e:
-        print(f"replaylab: error: {e}", file=sys.stderr)
+        print(f"replaylab: error: {one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted; continue with 'replaylab resume RUN_DIR'", file=sys.stderr)

@@ -1,14 +1,18 @@
-"""A grid of methods x envs x seeds, run one cell at a time, then one report.
+"""A sweep: a grid of methods x swept settings x envs x seeds, then one report.
 
 A method is a replay method's name (``--methods uniform,nmer``) or, in a grid file, a
 named set of run settings (``methods: {pearl: {inference: pearl}, sac: {inference: none}}``),
-so agents, inference methods or any other settings can be compared the same way.
+so agents, inference methods or any other settings can be compared the same way. A sweep
+(``sweep: {replay_ratio: [1, 8], agent.lr: [3e-4, 1e-3]}`` or ``--sweep replay_ratio=1,8``)
+crosses every method with every combination of the swept values.
 
-Each (method, env) cell is ONE replaylab run with ``seeds=S`` (the seeds are a vmapped
-axis), written to ``OUT/runs/<env>-<method>``. The cells run sequentially. Re-running the
-same grid continues it: a finished cell is skipped, an interrupted one resumes from its
-newest checkpoint (or starts again if it had none). A cell directory that holds a run with
-other settings is an error, never overwritten.
+Each (method, setting, env) cell is ONE replaylab run with ``seeds=S`` (the seeds are a
+vmapped axis), written to ``OUT/runs/<env>-<label>``. The cells run on an executor
+(:mod:`replaylab.executors`): this process, a local pool of workers, or Ray. Re-running the
+same grid continues it, whichever executor ran it before: a finished cell is skipped, an
+interrupted one resumes from its newest checkpoint (or starts again if it had none). A cell
+that fails is reported with its error and does not stop the others. A cell directory that
+holds a run with other settings is an error, never overwritten.
 
 The report (:func:`report`) writes ``OUT/summary.csv``, ``OUT/summary.json`` and
 ``OUT/curves.png`` and prints the table.
@@ -19,7 +23,6 @@ from __future__ import annotations
 import difflib
 import json
 import shutil
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -29,12 +32,13 @@ import numpy as np
 from replaylab.analysis.aggregate import (
     LOGGING_KEYS, ALL_ENVS, CONFIDENCE, DEFAULT_REPS, NORMALISATION, RunRecord, aggregate, default_budgets, load_runs,
     runs_summary, table_csv, table_text)
-from replaylab.config import show_value
+from replaylab.config import parse_value, show_value
 from replaylab.errors import ConfigError
+from replaylab.executors import Job, Outcome
 
 DEFAULT_SEEDS = 3
 DEFAULT_OUT = "runs/compare"
-GRID_KEYS = ("methods", "envs", "seeds", "out", "steps", "reps", "score", "overrides")
+GRID_KEYS = ("methods", "envs", "seeds", "out", "steps", "reps", "score", "sweep", "overrides")
 # Keys the grid sets per cell, and the option that sets them instead.
 RESERVED = {"env": "--envs", "replay": "--methods", "seeds": "--seeds", "run_dir": "--out"}
 
@@ -50,10 +54,20 @@ class Grid:
     score: str = "return_mean"  # the progress.csv column compared, e.g. test_return_after_switch
     overrides: dict[str, Any] = field(default_factory=dict)  # flat dotted keys shared by every cell
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # method name -> its own settings
+    sweep: dict[str, list[Any]] = field(default_factory=dict)  # setting -> the values crossed
 
     def settings(self, method: str) -> dict[str, Any]:
         """The run settings that make ``method``: its variant's, or ``replay=method``."""
         return dict(self.variants[method]) if method in self.variants else {"replay": method}
+
+    def labels(self) -> list[tuple[str, dict[str, Any]]]:
+        """(label, run settings) per method x combination of swept values, e.g.
+        ('nmer replay_ratio=8', {'replay': 'nmer', 'replay_ratio': 8})."""
+        combos: list[dict[str, Any]] = [{}]
+        for key, values in self.sweep.items():
+            combos = [{**c, key: v} for c in combos for v in values]
+        return [(" ".join([m, *(f"{k}={show_value(v)}" for k, v in c.items())]), {**self.settings(m), **c})
+                for m in self.methods for c in combos]
 
 
 # -- parsing the grid ------------------------------------------------------------------------------
@@ -85,6 +99,16 @@ def parse_int(value: Any, option: str, minimum: int = 1) -> int:
     return value
 
 
+def parse_float(value: Any, option: str, minimum: float = 0.0) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = float("nan")
+    if isinstance(value, bool) or not np.isfinite(x) or x < minimum:
+        raise ConfigError(f"{option}={show_value(value)}: expected a number >= {minimum:g}")
+    return x
+
+
 def parse_steps(value: Any, option: str = "--steps") -> list[int]:
     """Step budgets: '10000,30000' or a list of integers >= 1."""
     items = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [value]
@@ -102,6 +126,48 @@ def parse_steps(value: Any, option: str = "--steps") -> list[int]:
     if not out:
         raise ConfigError(f"{option}={show_value(value)}: expected comma-separated integers >= 1, e.g. 10000,30000")
     return sorted(set(out))
+
+
+def _split_top(text: str) -> list[str]:
+    """Split on commas outside brackets: '[64,64],[256,256]' -> ['[64,64]', '[256,256]']."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return parts + [cur]
+
+
+def parse_sweep(items: Mapping[str, Any] | Sequence[str]) -> dict[str, list[Any]]:
+    """Swept settings from a grid file's ``sweep:`` mapping (a list or one value per key) or from
+    ``--sweep key=v1,v2`` options; each value list non-empty and without repeats."""
+    if not isinstance(items, Mapping):
+        pairs: dict[str, Any] = {}
+        for item in items:
+            key, eq, text = item.partition("=")
+            if not eq or not key.strip() or not text.strip():
+                raise ConfigError(f"--sweep {item}: expected key=value1,value2,... e.g. --sweep replay_ratio=1,8")
+            if key.strip() in pairs:
+                raise ConfigError(f"--sweep {item}: {key.strip()} swept more than once")
+            value = parse_value(text)
+            pairs[key.strip()] = value if isinstance(value, list) else [parse_value(x) for x in _split_top(text)]
+        items = pairs
+    sweep = {}
+    for key, values in items.items():
+        values = list(values) if isinstance(values, (list, tuple)) else [values]
+        if key in RESERVED:
+            raise ConfigError(f"sweep {key}: compare sets {key} per cell; use {RESERVED[key]} instead")
+        shown = [json.dumps(v, sort_keys=True) for v in values]
+        if not values or len(set(shown)) < len(shown):
+            raise ConfigError(f"sweep {key}={show_value(values)}: expected a non-empty list of distinct values")
+        sweep[key] = values
+    return sweep
 
 
 def check_methods(methods: Sequence[str], variants: Mapping[str, Any] = {}) -> None:
@@ -123,11 +189,14 @@ def load_grid_file(path: str | Path) -> dict[str, Any]:
     grid: dict[str, Any] = {}
     overrides: dict[str, Any] = {}
     variants: dict[str, dict[str, Any]] = {}
+    sweep: dict[str, Any] = {}
     for key, value in flat.items():
         if key.startswith("overrides.") and value == {}:
             continue  # an empty nested mapping sets nothing
         elif key.startswith("overrides."):
             overrides[key[len("overrides."):]] = value
+        elif key.startswith("sweep."):
+            sweep[key[len("sweep."):]] = value
         elif key.startswith("methods."):  # a named method: methods: {NAME: {setting: value, ...}}
             name, _, setting = key[len("methods."):].partition(".")
             if not setting and value == {}:
@@ -147,6 +216,10 @@ def load_grid_file(path: str | Path) -> dict[str, Any]:
                 f"; a grid file takes {', '.join(GRID_KEYS)} (run settings go under overrides:)"
             raise ConfigError(f"config file '{path}': unknown key '{key}'{hint}")
     grid["overrides"] = overrides
+    if sweep:
+        grid["sweep"] = parse_sweep(sweep)
+    elif "sweep" in grid and grid.pop("sweep") not in (None, {}):
+        raise ConfigError(f"config file '{path}': sweep: expected a mapping of settings to lists of values")
     if variants:
         grid["methods"], grid["variants"] = list(variants), variants
     return grid
@@ -154,9 +227,12 @@ def load_grid_file(path: str | Path) -> dict[str, Any]:
 
 def resolve_grid(file_values: Mapping[str, Any] | None, options: Mapping[str, Any],
                  overrides: Mapping[str, Any]) -> Grid:
-    """Merge a grid file's values, command-line options (which win; None means not given) and
-    key=value overrides (which win over the file's overrides)."""
-    values = {k: v for k, v in (file_values or {}).items() if k != "overrides"}
+    """Merge a grid file's values, command-line options (which win; None means not given; a
+    ``sweep`` option adds to the file's) and key=value overrides (which win over the file's
+    overrides)."""
+    sweep = {**dict((file_values or {}).get("sweep") or {}), **dict(options.get("sweep") or {})}
+    options = {k: v for k, v in options.items() if k != "sweep"}
+    values = {k: v for k, v in (file_values or {}).items() if k not in ("overrides", "sweep")}
     values.update({k: v for k, v in options.items() if v is not None})
     if "methods" not in values or "envs" not in values:
         missing = " and ".join(f"--{k}" for k in ("methods", "envs") if k not in values)
@@ -169,6 +245,9 @@ def resolve_grid(file_values: Mapping[str, Any] | None, options: Mapping[str, An
     for key, option in RESERVED.items():
         if key in merged:
             raise ConfigError(f"{key}={show_value(merged[key])}: compare sets {key} per cell; use {option} instead")
+    for key in sweep:
+        if key in merged:
+            raise ConfigError(f"{key}: both swept and set for every cell; drop one")
     out = values.get("out", DEFAULT_OUT)
     if not isinstance(out, str) or not out:
         raise ConfigError(f"--out={show_value(out)}: expected a directory path")
@@ -176,7 +255,7 @@ def resolve_grid(file_values: Mapping[str, Any] | None, options: Mapping[str, An
                 out=out, steps=parse_steps(values["steps"]) if values.get("steps") is not None else None,
                 reps=parse_int(values.get("reps", DEFAULT_REPS), "--reps"),
                 score=parse_score(values.get("score", "return_mean")), overrides=merged,
-                variants={m: variants[m] for m in methods if m in variants})
+                variants={m: variants[m] for m in methods if m in variants}, sweep=sweep)
 
 
 def parse_score(value: Any) -> str:
@@ -192,13 +271,15 @@ def _count(n: int, noun: str) -> str:
 
 # -- the cells -------------------------------------------------------------------------------------
 
-def cell_dir(out: str | Path, env: str, method: str) -> Path:
-    safe_env = env.replace(":", "_").replace("/", "_")
-    return Path(out) / "runs" / f"{safe_env}-{method}"
+def cell_dir(out: str | Path, env: str, label: str) -> Path:
+    """OUT/runs/ENV-LABEL, e.g. 'Hopper-v5-nmer_replay_ratio-8' (no '=': the CLI would read a
+    path holding one as a key=value setting)."""
+    name = f"{env}-{label}".replace("=", "-")
+    return Path(out) / "runs" / "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
 
 
 def cell_configs(grid: Grid) -> list[tuple[str, str, Any]]:
-    """(env, method, Config) for every cell, env-major, all validated before anything trains.
+    """(env, label, Config) for every cell, env-major, all validated before anything trains.
 
     A ``replay.<param>`` override goes to the methods that take that parameter.
     """
@@ -207,17 +288,22 @@ def cell_configs(grid: Grid) -> list[tuple[str, str, Any]]:
 
     shared = {k: v for k, v in grid.overrides.items() if not k.startswith("replay.")}
     replay = {k: v for k, v in grid.overrides.items() if k.startswith("replay.")}
-    replay_of = {m: grid.settings(m).get("replay", shared.get("replay", "uniform")) for m in grid.methods}
+    labels = grid.labels()
+    replay_of = {label: settings.get("replay", shared.get("replay", "uniform")) for label, settings in labels}
     for key in replay:
         if not any(key[len("replay."):] in SAMPLERS[r].params() for r in replay_of.values()):
             raise ConfigError(f"unknown key '{key}': none of the methods {', '.join(grid.methods)} takes it")
     cells = []
     for env in grid.envs:
-        for method in grid.methods:
-            params = {k: v for k, v in replay.items() if k[len("replay."):] in SAMPLERS[replay_of[method]].params()}
-            cfg = from_flat({**shared, **params, **grid.settings(method), "env": env, "seeds": grid.seeds,
-                             "run_dir": str(cell_dir(grid.out, env, method))})
-            cells.append((env, method, cfg))
+        for label, settings in labels:
+            params = {k: v for k, v in replay.items() if k[len("replay."):] in SAMPLERS[replay_of[label]].params()}
+            cfg = from_flat({**shared, **params, **settings, "env": env, "seeds": grid.seeds,
+                             "run_dir": str(cell_dir(grid.out, env, label))})
+            cells.append((env, label, cfg))
+    dirs = [cfg.run_dir for _, _, cfg in cells]
+    clash = sorted({d for d in dirs if dirs.count(d) > 1})
+    if clash:
+        raise ConfigError(f"two cells would share the directory {clash[0]}; rename a method")
     return cells
 
 
@@ -254,9 +340,38 @@ def cell_state(run_dir: Path, cfg) -> str:
     return "restart"
 
 
-def run_grid(grid: Grid, echo: Callable[[str], None] = print) -> list[dict]:
-    """Train every unfinished cell, one after the other, then report. Returns the summary rows."""
+def cell_job(out: str | Path, env: str, label: str, cfg, state: str) -> Job:
+    """The command that brings a cell to its end: ``train`` its config, written to
+    OUT/cells/, or ``resume`` its run directory."""
+    from replaylab.training.checkpoint import write_atomic
+
+    run_dir = Path(cfg.run_dir)
+    log = Path(out) / "logs" / f"{run_dir.name}.log"
+    if state == "resume":
+        return Job(f"{env} {label}", ("resume", str(run_dir)), log)
+    if state == "restart":
+        shutil.rmtree(run_dir)
+    path = Path(out) / "cells" / f"{run_dir.name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(cfg.to_flat(), indent=1) + "\n")
+    return Job(f"{env} {label}", ("train", str(path)), log)
+
+
+def _run_here(job: Job) -> None:
+    """The in-process executor's way of running a cell's command."""
     from replaylab import api
+    from replaylab.config import resolve
+
+    action, target = job.command
+    api.train(resolve(target)) if action == "train" else api.resume(target)
+
+
+def run_grid(grid: Grid, echo: Callable[[str], None] = print, workers: int | None = None, ray: str | None = None,
+             cpus_per_cell: float = 1.0, gpus_per_cell: float = 0.0) -> tuple[list[dict], list[Outcome]]:
+    """Train every unfinished cell on an executor (``ray`` address, else ``workers`` local
+    processes; default one per core; 1: in this process), then report.
+    Returns the summary rows and the failed cells' outcomes."""
+    from replaylab import executors
 
     cells = cell_configs(grid)
     states = [cell_state(Path(cfg.run_dir), cfg) for _, _, cfg in cells]  # every check before any training
@@ -268,41 +383,75 @@ def run_grid(grid: Grid, echo: Callable[[str], None] = print) -> list[dict]:
                 raise ConfigError(f"--steps {b}: beyond the grid's total_steps={total}")
             if b < first:
                 raise ConfigError(f"--steps {b}: before the first evaluation, at step {first}")
-    n = len(cells)
-    echo(f"compare: {_count(len(grid.methods), 'method')} x {_count(len(grid.envs), 'env')} = "
-         f"{_count(n, 'run')} of {_count(grid.seeds, 'seed')} x {cells[0][2].total_steps} steps, into {grid.out}")
-    for i, ((env, method, cfg), state) in enumerate(zip(cells, states), 1):
-        run_dir = Path(cfg.run_dir)
-        head = f"[{i}/{n}] {env} {method}"
-        if state == "finished":
-            echo(f"{head}: finished already, skipped ({run_dir})")
-            continue
-        t = time.perf_counter()
+    n, labels = len(cells), [label for label, _ in grid.labels()]
+    todo = [(i, c, st) for i, (c, st) in enumerate(zip(cells, states), 1) if st != "finished"]
+    workers = workers or executors.default_workers(len(todo))
+    where = f"on Ray ({ray})" if ray else "in this process" if workers == 1 else f"on {workers} local workers"
+    what = _count(len(grid.methods), "method") + (f" x {_count(len(labels) // len(grid.methods), 'setting')}"
+                                                  if grid.sweep else "")
+    echo(f"compare: {what} x {_count(len(grid.envs), 'env')} = {_count(n, 'run')} of "
+         f"{_count(grid.seeds, 'seed')} x {cells[0][2].total_steps} steps, {where}, into {grid.out}")
+    heads, jobs = {}, []
+    for i, (env, label, cfg), state in todo:
         if state == "resume":
-            echo(f"{head}: resuming from its newest checkpoint ({run_dir})")
-            run = api.resume(run_dir)
+            echo(f"[{i}/{n}] {env} {label}: resuming from its newest checkpoint ({cfg.run_dir})")
+        elif state == "restart":
+            echo(f"[{i}/{n}] {env} {label}: was interrupted before its first checkpoint; starting it again")
+        jobs.append(cell_job(grid.out, env, label, cfg, state))
+        heads[jobs[-1]] = (f"[{i}/{n}] {env} {label}", Path(cfg.run_dir))
+    for i, (env, label, cfg), state in zip(range(1, n + 1), cells, states):
+        if state == "finished":
+            echo(f"[{i}/{n}] {env} {label}: finished already, skipped ({cfg.run_dir})")
+
+    def on_event(kind: str, job: Job, what) -> None:
+        head, run_dir = heads[job]
+        if kind == "start":
+            echo(f"{head}: training -> {run_dir} ({what}" + (f"; log {job.log})" if what != "this process" else ")"))
+        elif what.error:
+            echo(f"{head}: FAILED after {what.seconds:.0f} s: {what.error}")
         else:
-            if state == "restart":
-                echo(f"{head}: was interrupted before its first checkpoint; starting it again")
-                shutil.rmtree(run_dir)
-            echo(f"{head}: training -> {run_dir}")
-            run = api.train(cfg)
-        r = np.asarray(run.final_returns)
-        echo(f"{head}: done in {time.perf_counter() - t:.0f} s; final return {r.mean():.1f} +- {r.std():.1f} "
-             f"over {_count(len(r), 'seed')}")
-    records = load_runs([Path(cfg.run_dir) for _, _, cfg in cells], labels=[method for _, method, _ in cells],
-                        score=grid.score)
-    return report(records, grid.out, grid.steps, grid.reps, methods=grid.methods, grid=grid, echo=echo,
-                  score=grid.score)
+            echo(f"{head}: done in {what.seconds:.0f} s; {_final(run_dir, grid.score)}")
+
+    if ray:
+        outcomes = executors.run_ray(jobs, ray, cpus_per_cell, gpus_per_cell, on_event)
+    elif workers == 1:
+        outcomes = executors.run_inline(jobs, _run_here, on_event)
+    else:
+        outcomes = executors.run_pool(jobs, workers, on_event)
+    failed = [o for o in outcomes if o.error]
+    failed_dirs = {heads[o.job][1] for o in failed}
+    dropped = {label for _, label, cfg in cells if Path(cfg.run_dir) in failed_dirs}  # reported on no env
+    ok = [(env, label, cfg) for env, label, cfg in cells if label not in dropped]
+    rows = []
+    if ok:
+        records = load_runs([Path(cfg.run_dir) for _, _, cfg in ok], labels=[label for _, label, _ in ok],
+                            score=grid.score)
+        rows = report(records, grid.out, grid.steps, grid.reps, methods=labels, grid=grid, echo=echo,
+                      score=grid.score, failed=failed)
+    for o in failed:
+        echo(f"failed: {o.job.name}: {o.error} (log: {o.job.log})")
+    return rows, failed
+
+
+def _final(run_dir: Path, score: str) -> str:
+    """'final return X +- Y over S seeds', from the run's newest evaluation per seed."""
+    from replaylab.analysis.aggregate import load_run
+
+    finals = np.array([curve[-1][1] for curve in load_run(run_dir, score).curves.values() if curve])
+    if not len(finals):
+        return "no evaluation yet"
+    return f"final {score} {finals.mean():.1f} +- {finals.std():.1f} over {_count(len(finals), 'seed')}"
 
 
 # -- the report ------------------------------------------------------------------------------------
 
 def report(records: Sequence[RunRecord], out: str | Path, budgets: Sequence[int] | None = None,
            reps: int = DEFAULT_REPS, methods: Sequence[str] | None = None, grid: Grid | None = None,
-           echo: Callable[[str], None] = print, score: str = "return_mean") -> list[dict]:
+           echo: Callable[[str], None] = print, score: str = "return_mean",
+           failed: Sequence[Outcome] = ()) -> list[dict]:
     """Aggregate ``records`` (their ``score`` column); write summary.csv, summary.json and
-    curves.png into ``out``; print. The metric ``return`` is the score at the budget."""
+    curves.png into ``out``; print. The metric ``return`` is the score at the budget.
+    ``failed`` cells are listed in summary.json with their errors."""
     from replaylab import __version__
     from replaylab.analysis.plot import plot_curves
     from replaylab.training.checkpoint import write_atomic
@@ -328,6 +477,7 @@ def report(records: Sequence[RunRecord], out: str | Path, budgets: Sequence[int]
         "reps": reps,
         "runs": runs_summary(records),
         "grid": asdict(grid) if grid is not None else None,
+        "failed": [{"cell": o.job.name, "error": o.error, "log": str(o.job.log)} for o in failed],
         "replaylab_version": __version__,
     }
     write_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
@@ -351,5 +501,5 @@ def report_runs(paths: Sequence[str | Path], out: str | Path, budgets: Sequence[
     return report(records, out, budgets, reps, echo=echo, score=score)
 
 
-__all__ = ["Grid", "GRID_KEYS", "parse_names", "parse_int", "parse_steps", "load_grid_file", "resolve_grid",
-           "cell_dir", "cell_configs", "cell_state", "run_grid", "report", "report_runs"]
+__all__ = ["Grid", "GRID_KEYS", "parse_names", "parse_int", "parse_steps", "parse_sweep", "load_grid_file",
+           "resolve_grid", "cell_dir", "cell_configs", "cell_state", "cell_job", "run_grid", "report", "report_runs"]
