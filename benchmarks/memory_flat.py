@@ -48,23 +48,27 @@ def main() -> None:
                 f"eval_interval={interval}", "eval_episodes=2", f"checkpoint_interval={a.steps // 4}",
                 "agent.hidden_sizes=[64,64]", "batch_size=256", "progress_bar=false", "tensorboard=false",
                 f"run_dir={run_dir}"]
+    err = open(run_dir.parent / "stderr.txt", "w+")
     proc = subprocess.Popen([sys.executable, "-m", "replaylab", "train", *settings],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    rows, t0, pending = [], time.perf_counter(), list(FRACTIONS)
-    last = (0, 0)
-    while proc.poll() is None and pending:
-        last = rss_kib(proc.pid)
+                            stdout=subprocess.DEVNULL, stderr=err, text=True)
+    rows, t0, pending = [], time.perf_counter(), [f for f in FRACTIONS if f < 1]
+    last, step = (0, 0), 0
+    while proc.poll() is None:  # sample to the end: the 100% row is the last sample, at exit
+        try:
+            last = rss_kib(proc.pid)
+        except (OSError, KeyError):  # exiting between poll and read
+            break
         step = last_step(run_dir / "progress.csv")
-        if step >= pending[0] * a.steps or (pending[0] == 1.0 and step >= a.steps - interval):
+        if pending and step >= pending[0] * a.steps:
             rows.append({"fraction": pending.pop(0), "env_step": step, "rss_mib": last[0] / 1024,
                          "peak_rss_mib": last[1] / 1024, "seconds": time.perf_counter() - t0})
         time.sleep(0.5)
     proc.wait()
     if proc.returncode != 0:
-        sys.exit(f"the run failed: {proc.stderr.read()[-2000:]}")
-    if pending:  # the process ended between two samples: its last reading is the end of the run
-        rows.append({"fraction": pending.pop(0), "env_step": a.steps, "rss_mib": last[0] / 1024,
-                     "peak_rss_mib": last[1] / 1024, "seconds": time.perf_counter() - t0})
+        err.seek(0)
+        sys.exit(f"the run failed: {err.read()[-2000:]}")
+    rows.append({"fraction": 1.0, "env_step": last_step(run_dir / "progress.csv"), "rss_mib": last[0] / 1024,
+                 "peak_rss_mib": last[1] / 1024, "seconds": time.perf_counter() - t0})
     print(f"replaylab train env={a.env} total_steps={a.steps} buffer_size={a.steps} (SAC 64x64, 1 seed)")
     print(f"{'progress':>8} {'env step':>9} {'RSS MiB':>8} {'peak MiB':>9} {'wall s':>7}")
     for r in rows:
@@ -72,7 +76,7 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"env": a.env, "steps": a.steps, "buffer_size": a.steps, "rows": rows,
                                    "note": "RSS sampled every 0.5 s from /proc; the 100% row is the last sample "
-                                           "before the process exited"}, indent=1) + "\n")
+                                           "before the process exited (after its last evaluation and checkpoint)"}, indent=1) + "\n")
     print(f"wrote {RESULTS}")
 
 

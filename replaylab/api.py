@@ -11,12 +11,14 @@ refuse an impossible run with one line instead of failing inside XLA.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import jax
 import numpy as np
@@ -86,7 +88,8 @@ def train(config: Config | Mapping[str, Any] | str | None = None, **overrides) -
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
         raise ConfigError(f"run_dir={show_value(str(run_dir))}: cannot write the run there "
                           f"({getattr(e, 'strerror', None) or e})") from None
-    return trainer.run()
+    with exclusive(run_dir):
+        return trainer.run()
 
 
 def load_run_config(run_dir: str | Path) -> Config:
@@ -109,8 +112,31 @@ def resume(run_dir: str | Path) -> Run:
     cfg = load_run_config(run_dir)
     enable_compilation_cache()
     trainer = _build(cfg, Path(run_dir))
-    _check_logs(trainer)
-    return trainer.run(resume=True)
+    with exclusive(Path(run_dir)):
+        _check_logs(trainer)
+        return trainer.run(resume=True)
+
+
+@contextmanager
+def exclusive(run_dir: Path, wait: float = 30.0) -> Iterator[None]:
+    """Hold ``run_dir`` for this process while it trains (an flock on the directory, released
+    when the process ends, however it ends). A second train or resume of the same run waits
+    up to ``wait`` seconds, for a killed process to be gone, then fails in one line."""
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ConfigError(f"run_dir={run_dir}: another replaylab process is training this run; "
+                                      "wait for it to end or stop it") from None
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _check_logs(trainer: Trainer) -> None:

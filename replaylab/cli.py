@@ -241,6 +241,8 @@ def _compare(args) -> None:
                    score=args.score, sweep=compare.parse_sweep(args.sweep or []))
     if args.ray is None and (args.cpus_per_cell is not None or args.gpus_per_cell is not None):
         raise ConfigError("--cpus-per-cell and --gpus-per-cell size Ray tasks; give --ray ADDRESS too")
+    if args.ray is not None and args.workers is not None:
+        raise ConfigError("--workers sizes the local pool and --ray runs on Ray instead; give one of them")
     _, failed = compare.run_grid(
         compare.resolve_grid(file_values, options, parse_overrides(args.settings)),
         workers=compare.parse_int(args.workers, "--workers") if args.workers is not None else None, ray=args.ray,

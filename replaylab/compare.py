@@ -144,9 +144,21 @@ def _split_top(text: str) -> list[str]:
     return parts + [cur]
 
 
+def _number_or_text(value: Any) -> Any:
+    """'3e-4' (YAML reads it as text) -> 0.0003, so equal numbers are one swept value."""
+    if isinstance(value, str):
+        try:
+            x = float(value)
+        except ValueError:
+            return value
+        return x if np.isfinite(x) else value
+    return value
+
+
 def parse_sweep(items: Mapping[str, Any] | Sequence[str]) -> dict[str, list[Any]]:
     """Swept settings from a grid file's ``sweep:`` mapping (a list or one value per key) or from
-    ``--sweep key=v1,v2`` options; each value list non-empty and without repeats."""
+    ``--sweep key=v1,v2`` options (split on commas outside brackets, so
+    ``agent.hidden_sizes=[64,64],[256,256]`` is two values); each list non-empty, no repeats."""
     if not isinstance(items, Mapping):
         pairs: dict[str, Any] = {}
         for item in items:
@@ -155,12 +167,11 @@ def parse_sweep(items: Mapping[str, Any] | Sequence[str]) -> dict[str, list[Any]
                 raise ConfigError(f"--sweep {item}: expected key=value1,value2,... e.g. --sweep replay_ratio=1,8")
             if key.strip() in pairs:
                 raise ConfigError(f"--sweep {item}: {key.strip()} swept more than once")
-            value = parse_value(text)
-            pairs[key.strip()] = value if isinstance(value, list) else [parse_value(x) for x in _split_top(text)]
+            pairs[key.strip()] = [parse_value(x) for x in _split_top(text)]
         items = pairs
     sweep = {}
     for key, values in items.items():
-        values = list(values) if isinstance(values, (list, tuple)) else [values]
+        values = [_number_or_text(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
         if key in RESERVED:
             raise ConfigError(f"sweep {key}: compare sets {key} per cell; use {RESERVED[key]} instead")
         shown = [json.dumps(v, sort_keys=True) for v in values]
@@ -428,16 +439,28 @@ def run_grid(grid: Grid, echo: Callable[[str], None] = print, workers: int | Non
                             score=grid.score)
         rows = report(records, grid.out, grid.steps, grid.reps, methods=labels, grid=grid, echo=echo,
                       score=grid.score, failed=failed)
+    else:  # nothing to aggregate; the summary still says what failed
+        from replaylab.training.checkpoint import write_atomic
+
+        write_atomic(Path(grid.out) / "summary.json", json.dumps(
+            {"rows": [], "methods": [], "failed": _failed_list(failed), "grid": asdict(grid)}, indent=1) + "\n")
     for o in failed:
         echo(f"failed: {o.job.name}: {o.error} (log: {o.job.log})")
     return rows, failed
 
 
+def _failed_list(failed: Sequence[Outcome]) -> list[dict]:
+    return [{"cell": o.job.name, "error": o.error, "log": str(o.job.log)} for o in failed]
+
+
 def _final(run_dir: Path, score: str) -> str:
-    """'final return X +- Y over S seeds', from the run's newest evaluation per seed."""
+    """'final SCORE X +- Y over S seeds', from the run's newest evaluation per seed."""
     from replaylab.analysis.aggregate import load_run
 
-    finals = np.array([curve[-1][1] for curve in load_run(run_dir, score).curves.values() if curve])
+    try:
+        finals = np.array([curve[-1][1] for curve in load_run(run_dir, score).curves.values() if curve])
+    except ConfigError as e:  # e.g. --score names no column of this run: the report says so later
+        return f"(no {score}: {e})"
     if not len(finals):
         return "no evaluation yet"
     return f"final {score} {finals.mean():.1f} +- {finals.std():.1f} over {_count(len(finals), 'seed')}"
@@ -477,7 +500,7 @@ def report(records: Sequence[RunRecord], out: str | Path, budgets: Sequence[int]
         "reps": reps,
         "runs": runs_summary(records),
         "grid": asdict(grid) if grid is not None else None,
-        "failed": [{"cell": o.job.name, "error": o.error, "log": str(o.job.log)} for o in failed],
+        "failed": _failed_list(failed),
         "replaylab_version": __version__,
     }
     write_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from replaylab.errors import ConfigError, RunError
+from replaylab.errors import ConfigError, RunError, one_line
 
 POLL_SECONDS = 0.2
 
@@ -31,7 +31,7 @@ POLL_SECONDS = 0.2
 class Job:
     name: str  # for the console, e.g. 'Hopper-v5 nmer'
     command: tuple[str, ...]  # the replaylab CLI arguments, e.g. ('resume', 'runs/x')
-    log: Path  # the worker's stdout and stderr (local pool and Ray)
+    log: Path  # the worker's stdout and stderr (local pool and Ray), appended to
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,6 @@ class Outcome:
     job: Job
     error: str | None  # None: finished; otherwise one line saying why not
     seconds: float
-    where: str = ""  # the worker that ran it
 
 
 Event = Callable[[str, Job, "Outcome | str"], None]  # ('start', job, where) or ('done', job, outcome)
@@ -58,11 +57,14 @@ def worker_argv(job: Job) -> list[str]:
     return [sys.executable, "-m", "replaylab", *job.command]
 
 
-def worker_env(threads: int, gpu_share: float = 0.0) -> dict[str, str]:
-    """The environment of a worker with ``threads`` cores: XLA single-threaded on one core; on
-    ``gpu_share`` < 1 of a GPU, JAX preallocates only that share (of its usual 75%)."""
+def worker_env(threads: int, gpu_share: float) -> dict[str, str]:
+    """The environment of a worker with ``threads`` cores and ``gpu_share`` of a GPU: XLA
+    single-threaded on one core; JAX on the CPU only without a GPU share, and preallocating
+    only its share (of its usual 75%) of a shared GPU."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
-    if 0 < gpu_share < 1:
+    if gpu_share == 0:
+        env["JAX_PLATFORMS"] = "cpu"
+    elif gpu_share < 1:
         env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.75 * gpu_share:.3f}"
     if threads == 1 and "xla_cpu_multi_thread_eigen" not in env.get("XLA_FLAGS", ""):
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
@@ -80,11 +82,21 @@ def _child_setup(cores: Sequence[int]) -> Callable[[], None]:
     return setup
 
 
-def failure(returncode: int, log: Path) -> str:
-    """One line for a worker that exited with ``returncode``: its own one-line error if it
-    printed one, else the signal that killed it or the last line it wrote."""
+def log_size(log: Path) -> int:
     try:
-        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        return log.stat().st_size
+    except OSError:
+        return 0
+
+
+def failure(returncode: int, log: Path, start: int = 0) -> str:
+    """One line for a worker that exited with ``returncode``: its own one-line error if it
+    printed one, else the signal that killed it or the last line it wrote; only the log
+    from byte ``start`` on (this attempt's output) is read."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(start)
+            lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
     except OSError:
         lines = []
     last = lines[-1] if lines else ""
@@ -97,13 +109,14 @@ def failure(returncode: int, log: Path) -> str:
         return f"worker killed by {name}" + (f" (last output: {last})" if last else "")
     if errors:
         return errors[-1][len("replaylab: error: "):]
-    return f"exit code {returncode}" + (f": {last}" if last else "")
+    return one_line(f"exit code {returncode}" + (f": {last}" if last else ""), 500)
 
 
 # -- executors ---------------------------------------------------------------------------------
 
 def run_inline(jobs: Sequence[Job], call: Callable[[Job], None], on_event: Event) -> list[Outcome]:
-    """One cell after the other in this process (``--workers 1``): ``call(job)`` runs it."""
+    """One cell after the other in this process (``--workers 1``): ``call(job)`` runs it; any
+    exception but an interrupt fails that cell alone."""
     outcomes = []
     for job in jobs:
         on_event("start", job, "this process")
@@ -111,16 +124,18 @@ def run_inline(jobs: Sequence[Job], call: Callable[[Job], None], on_event: Event
         try:
             call(job)
             error = None
-        except (ConfigError, RunError) as e:
-            error = str(e)
-        outcomes.append(Outcome(job, error, time.perf_counter() - t, "this process"))
+        except Exception as e:  # noqa: BLE001 - a cell's failure, whatever it is, is reported, not raised
+            error = one_line(str(e) if isinstance(e, (ConfigError, RunError)) else f"{type(e).__name__}: {e}", 500)
+        outcomes.append(Outcome(job, error, time.perf_counter() - t))
         on_event("done", job, outcomes[-1])
     return outcomes
 
 
 def run_pool(jobs: Sequence[Job], workers: int, on_event: Event) -> list[Outcome]:
-    """Up to ``workers`` cells at once, each a ``replaylab`` subprocess on its own cores."""
+    """Up to ``workers`` cells at once, each a ``replaylab`` subprocess on its own cores (and,
+    on a GPU, its share of the GPU's memory)."""
     cores = usable_cores()
+    workers = max(1, min(workers, len(jobs)))
     share = max(1, len(cores) // workers)
     slots = {i: [cores[(i * share + j) % len(cores)] for j in range(share)] for i in range(workers)}
     pending, running, outcomes = list(jobs), {}, []
@@ -130,27 +145,27 @@ def run_pool(jobs: Sequence[Job], workers: int, on_event: Event) -> list[Outcome
             while pending and free:
                 slot, job = free.pop(0), pending.pop(0)
                 job.log.parent.mkdir(parents=True, exist_ok=True)
+                start = log_size(job.log)
                 with open(job.log, "ab") as log:
                     proc = subprocess.Popen(worker_argv(job), stdout=log, stderr=subprocess.STDOUT,
-                                            env=worker_env(share), preexec_fn=_child_setup(slots[slot]))
-                where = f"worker {slot} (cores {','.join(map(str, slots[slot]))})"
-                running[slot] = (proc, job, time.perf_counter(), where)
-                on_event("start", job, where)
+                                            env=worker_env(share, 1 / workers), preexec_fn=_child_setup(slots[slot]))
+                running[slot] = (proc, job, time.perf_counter(), start)
+                on_event("start", job, f"worker {slot} (cores {','.join(map(str, slots[slot]))})")
             time.sleep(POLL_SECONDS)
-            for slot, (proc, job, t, where) in list(running.items()):
+            for slot, (proc, job, t, start) in list(running.items()):
                 if proc.poll() is not None:
                     del running[slot]
-                    error = None if proc.returncode == 0 else failure(proc.returncode, job.log)
-                    outcomes.append(Outcome(job, error, time.perf_counter() - t, where))
+                    error = None if proc.returncode == 0 else failure(proc.returncode, job.log, start)
+                    outcomes.append(Outcome(job, error, time.perf_counter() - t))
                     on_event("done", job, outcomes[-1])
-    except KeyboardInterrupt:
+    except BaseException:  # an interrupt, or an error in this process: the workers stop with it
         _stop([proc for proc, *_ in running.values()])
         raise
     return outcomes
 
 
 def _stop(procs: Sequence[subprocess.Popen], grace: float = 30.0) -> None:
-    """Interrupt workers (they checkpoint-safely stop), killing those that outlive ``grace``."""
+    """Interrupt workers (their newest checkpoint stays good), killing those that outlive ``grace``."""
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGINT)
@@ -163,16 +178,16 @@ def _stop(procs: Sequence[subprocess.Popen], grace: float = 30.0) -> None:
             p.wait()
 
 
-def _ray_cell(job: Job, log: str, threads: int, gpu_share: float, cwd: str) -> tuple[int, str]:
+def _ray_cell(job: Job, log: str, threads: int, gpu_share: float, cwd: str) -> tuple[int, int]:
     """A Ray task: run one cell's command on the node that got it (with that node's Python);
-    returns (exit code, hostname)."""
-    import socket
-
+    returns (exit code, where in the log its output starts). XLA's threads follow the CPUs
+    the task reserved; the cores are Ray's to share, not pinned."""
     Path(log).parent.mkdir(parents=True, exist_ok=True)
+    start = log_size(Path(log))
     with open(log, "ab") as f:
         proc = subprocess.run(worker_argv(job), stdout=f, stderr=subprocess.STDOUT, cwd=cwd,
                               env=worker_env(threads, gpu_share), preexec_fn=_child_setup(usable_cores()))
-    return proc.returncode, socket.gethostname()
+    return proc.returncode, start
 
 
 def run_ray(jobs: Sequence[Job], address: str, cpus: float, gpus: float, on_event: Event) -> list[Outcome]:
@@ -190,8 +205,9 @@ def run_ray(jobs: Sequence[Job], address: str, cpus: float, gpus: float, on_even
         try:
             ray.init(address=None if address == "local" else address, logging_level="ERROR",
                      log_to_driver=False, include_dashboard=False)
-        except ConnectionError as e:
-            raise ConfigError(f"--ray {address}: cannot connect to a Ray cluster ({str(e).splitlines()[0]})") \
+        except (ConnectionError, ValueError, RuntimeError, TimeoutError) as e:
+            raise ConfigError(f"--ray {address}: cannot connect to a Ray cluster "
+                              f"({one_line(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, 300)})") \
                 from None
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_ray_cell)
     threads = max(1, int(cpus))
@@ -205,11 +221,11 @@ def run_ray(jobs: Sequence[Job], address: str, cpus: float, gpus: float, on_even
             done, _ = ray.wait(list(refs), num_returns=1)
             job, t = refs.pop(done[0])
             try:
-                code, host = ray.get(done[0])
-                error = None if code == 0 else failure(code, job.log)
+                code, start = ray.get(done[0])
+                error = None if code == 0 else failure(code, job.log, start)
             except ray.exceptions.RayError as e:  # the worker died, the node was lost, ...
-                host, error = "?", f"Ray task failed: {str(e).strip().splitlines()[0]}"
-            outcomes.append(Outcome(job, error, time.perf_counter() - t, f"ray on {host}"))
+                error = one_line(f"Ray task failed: {str(e).strip().splitlines()[0]}", 500)
+            outcomes.append(Outcome(job, error, time.perf_counter() - t))
             on_event("done", job, outcomes[-1])
     except KeyboardInterrupt:
         for ref in refs:
@@ -221,5 +237,5 @@ def run_ray(jobs: Sequence[Job], address: str, cpus: float, gpus: float, on_even
     return outcomes
 
 
-__all__ = ["Job", "Outcome", "usable_cores", "default_workers", "worker_argv", "worker_env", "failure",
+__all__ = ["Job", "Outcome", "usable_cores", "default_workers", "worker_argv", "worker_env", "log_size", "failure",
            "run_inline", "run_pool", "run_ray"]

@@ -105,3 +105,22 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(small):
     assert all(np.all(np.isfinite(v)) for k, v in arrays.items() if k.startswith("state") and v.dtype.kind == "f")
     r = cli("resume", cfg["run_dir"])
     assert r.returncode == 1 and "non-finite loss" in r.stderr and "last good checkpoint" in r.stderr
+
+
+def test_a_run_is_trained_by_one_process_at_a_time(tmp_path):
+    """While a process holds a run directory, another train/resume of it waits, then fails in
+    one line; the lock goes with the process."""
+    from replaylab.api import exclusive
+    from replaylab.errors import ConfigError
+
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], "
+                               "os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); "
+                               "time.sleep(60)", str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(ConfigError, match="another replaylab process is training this run"):
+        with exclusive(tmp_path, wait=0.5):
+            pass
+    holder.kill()
+    holder.wait()
+    with exclusive(tmp_path, wait=5):  # free again once the holder is gone
+        pass

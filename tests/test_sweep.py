@@ -126,6 +126,10 @@ def test_a_killed_worker_is_named_in_its_error(tmp_path):
     assert executors.failure(proc.returncode, job.log) == "worker killed by SIGKILL (last output: step 100)"
     log.write_text("Traceback ...\nreplaylab: error: non-finite loss at gradient update 3\n")
     assert executors.failure(1, log) == "non-finite loss at gradient update 3"
+    start = log.stat().st_size  # a later attempt is judged by its own output only
+    with open(log, "a") as f:
+        f.write("Traceback ...\nMemoryError\n")
+    assert executors.failure(1, log, start) == "exit code 1: MemoryError"
 
 
 def test_sweep_grid_files_and_options(tmp_path):
@@ -148,7 +152,10 @@ def test_sweep_grid_files_and_options(tmp_path):
     assert len(compare.cell_configs(grid)) == 16
     assert compare.parse_sweep(["agent.hidden_sizes=[64,64],[32,32]"]) == {"agent.hidden_sizes": [[64, 64],
                                                                                                    [32, 32]]}
+    assert compare.parse_sweep(["agent.hidden_sizes=[32,64]"]) == {"agent.hidden_sizes": [[32, 64]]}  # one net
+    assert compare.parse_sweep(["agent.critic_lr=3e-4,1e-3"]) == {"agent.critic_lr": [3e-4, 1e-3]}
     for bad, message in [(["replay_ratio"], "expected key=value1,value2"),
+                         (["agent.critic_lr=3e-4,0.0003"], "non-empty list of distinct values"),
                          (["replay_ratio=1,1"], "non-empty list of distinct values"),
                          (["env=Hopper-v5,Walker2d-v5"], "use --envs instead"),
                          (["seeds=1,2"], "use --seeds instead")]:
@@ -175,5 +182,9 @@ def test_executor_options_are_checked(tmp_path, capsys):
         assert len(err) == 1 and message in err[0], err
     assert executors.default_workers(1) == 1
     assert executors.default_workers(100) == len(executors.usable_cores())
-    env = executors.worker_env(1)
+    env = executors.worker_env(1, 0.0)
     assert "--xla_cpu_multi_thread_eigen=false" in env["XLA_FLAGS"] and env["OMP_NUM_THREADS"] == "1"
+    assert env["JAX_PLATFORMS"] == "cpu"  # no GPU share: the worker keeps off the GPU
+    env = executors.worker_env(4, 0.5)
+    assert env["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.375" and "JAX_PLATFORMS" not in env or \
+        env.get("JAX_PLATFORMS") == os.environ.get("JAX_PLATFORMS")

@@ -42,7 +42,7 @@ from replaylab.replay.storage import Transition
 TRAIN_STREAM, EVAL_STREAM = 0, 1
 BELIEF_STREAM = 7  # the keys for z in evaluation, apart from the episodes' reset seeds
 MAX_EVAL_STEPS = 100_000  # guard for environments without a time limit
-EVAL_ENVS = 128  # evaluation environments kept, over all seeds (at least one per seed)
+EVAL_ENVS = 256  # evaluation environments kept, over all seeds (at least one per seed)
 
 
 def pool_width(seeds: int, slots: int) -> int:
