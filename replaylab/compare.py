@@ -66,7 +66,8 @@ class Grid:
         combos: list[dict[str, Any]] = [{}]
         for key, values in self.sweep.items():
             combos = [{**c, key: v} for c in combos for v in values]
-        return [(" ".join([m, *(f"{k}={show_value(v)}" for k, v in c.items())]), {**self.settings(m), **c})
+        shown = lambda v: f"{v:g}" if isinstance(v, float) else show_value(v)  # noqa: E731 - 1e+12, 0.0003
+        return [(" ".join([m, *(f"{k}={shown(v)}" for k, v in c.items())]), {**self.settings(m), **c})
                 for m in self.methods for c in combos]
 
 

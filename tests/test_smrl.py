@@ -218,6 +218,7 @@ SMRL_BUDGET = {**ONESIDED_BUDGET, "inference": "smrl", "batch_size": 128, "infer
                "inference.gru_layers": 2, "inference.context_size": 10, "inference.latent_dim": 2}
 
 
+@pytest.mark.slow  # 80-90 s; `make test-all` runs it
 def test_smrl_infers_the_goal_within_an_episode_within_the_budget(tmp_path):
     run = replaylab.train({**SMRL_BUDGET, "run_dir": str(tmp_path / "smrl")})
     final = [r["return_mean"] for r in run.progress if r["env_step"] == 8000]

@@ -110,7 +110,7 @@ def test_a_failing_cell_is_reported_and_the_others_finish(tmp_path):
                                              "the rest are reported"]
     s = summary(out)
     assert s["methods"] == ["uniform agent.critic_lr=0.0003"]
-    assert [f["cell"] for f in s["failed"]] == ["Pendulum-v1 uniform agent.critic_lr=1e12"]
+    assert [f["cell"] for f in s["failed"]] == ["Pendulum-v1 uniform agent.critic_lr=1e+12"]
     assert "non-finite loss" in s["failed"][0]["error"]
     assert Path(s["failed"][0]["log"]).read_text().count("replaylab: error: non-finite loss") == 1
 
