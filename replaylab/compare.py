@@ -31,7 +31,7 @@ import numpy as np
 
 from replaylab.analysis.aggregate import (
     LOGGING_KEYS, ALL_ENVS, CONFIDENCE, DEFAULT_REPS, NORMALISATION, RunRecord, aggregate, default_budgets, load_runs,
-    runs_summary, table_csv, table_text)
+    runs_summary, setting_label, table_csv, table_text)
 from replaylab.config import parse_value, show_value
 from replaylab.errors import ConfigError
 from replaylab.executors import Job, Outcome
@@ -66,8 +66,7 @@ class Grid:
         combos: list[dict[str, Any]] = [{}]
         for key, values in self.sweep.items():
             combos = [{**c, key: v} for c in combos for v in values]
-        shown = lambda v: f"{v:g}" if isinstance(v, float) else show_value(v)  # noqa: E731 - 1e+12, 0.0003
-        return [(" ".join([m, *(f"{k}={shown(v)}" for k, v in c.items())]), {**self.settings(m), **c})
+        return [(" ".join([m, *(setting_label(k, v) for k, v in c.items())]), {**self.settings(m), **c})
                 for m in self.methods for c in combos]
 
 

@@ -348,3 +348,19 @@ def test_the_committed_grid_files_are_valid_and_keep_empty_methods():
     cells = {m: c for _, m, c in cell_configs(grid)}
     assert cells["sac"].replay_ratio == 1 and cells["sac"].model == "none"
     assert cells["sac_rr20"].replay_ratio == 20 and cells["mbpo"].model == "mbpo"
+
+
+def test_runs_read_without_a_grid_are_labelled_by_the_settings_in_which_they_differ():
+    """A sweep's runs read back with --runs or `replaylab report` do not pool: 'uniform
+    replay_ratio=8' and 'uniform replay_ratio=1', as the sweep labelled them."""
+    from replaylab.analysis.aggregate import label_methods
+
+    def run(name, **cfg):
+        return RunRecord(Path(name), {"env": "Pendulum-v1", "agent": "sac", "replay": "uniform", "seed": 0, **cfg}, {})
+
+    records = [run("a", replay_ratio=1, seed=0), run("b", replay_ratio=8), run("c", replay_ratio=1, seed=5),
+               run("d", replay="nmer", replay_ratio=1), run("e", replay_ratio=1, **{"agent.critic_lr": 3e-4})]
+    label_methods(records)
+    assert [r.method for r in records] == [
+        "uniform agent.critic_lr=null replay_ratio=1", "uniform agent.critic_lr=null replay_ratio=8",
+        "uniform agent.critic_lr=null replay_ratio=1", "nmer", "uniform agent.critic_lr=0.0003 replay_ratio=1"]

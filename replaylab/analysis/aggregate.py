@@ -158,17 +158,34 @@ def load_run(run_dir: str | Path, score: str = "return_mean") -> RunRecord:
     return RunRecord(run_dir=run_dir, config=config, curves=dict(sorted(curves.items())))
 
 
+def setting_label(key: str, value: Any) -> str:
+    """'replay_ratio=8', 'agent.critic_lr=0.0003': a setting as a method label shows it."""
+    if isinstance(value, float):
+        return f"{key}={value:g}"
+    return f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+
+
 def label_methods(records: Sequence[RunRecord]) -> None:
     """Label each run by its replay method, with the agent and the inference method put
-    in front where the runs use several (e.g. 'pearl-uniform' against 'none-uniform')."""
+    in front where the runs use several (e.g. 'pearl-uniform' against 'none-uniform'), then
+    the settings in which runs with that label still differ, as a sweep labels its cells
+    ('uniform replay_ratio=8'), so different settings never pool. Settings are compared per
+    env: a method keeps one label across envs whose settings differ by env."""
     several = [k for k in ("agent", "inference") if len({str(r.config.get(k, "none")) for r in records}) > 1]
+    groups: dict[tuple[str, str], list[RunRecord]] = {}
     for r in records:
-        r.method = "-".join([str(r.config.get(k, "none")) for k in several] + [r.replay])
+        base = "-".join([str(r.config.get(k, "none")) for k in several] + [r.replay])
+        groups.setdefault((base, r.env), []).append(r)
+    for (base, _), group in groups.items():
+        differ = [k for k in sorted(set().union(*(g.config for g in group)) - _NOT_SETTINGS)
+                  if len({json.dumps(g.config.get(k), sort_keys=True) for g in group}) > 1]
+        for r in group:
+            r.method = " ".join([base, *(setting_label(k, r.config.get(k)) for k in differ)])
 
 
 def load_runs(run_dirs: Iterable[str | Path], warn: Callable[[str], None] | None = None,
-              labels: Sequence[str] | None = None, score: str = "return_mean") -> list[RunRecord]:
-    """Load and label run directories (``labels``, or by ``label_methods``); warn about
+              labels: Sequence[str | None] | None = None, score: str = "return_mean") -> list[RunRecord]:
+    """Load and label run directories (``labels``, or where None by ``label_methods``); warn about
     unfinished runs and about pooling runs whose settings differ beyond their seeds."""
     warn = warn or _stderr
     records = [load_run(d, score) for d in run_dirs]
@@ -176,7 +193,7 @@ def load_runs(run_dirs: Iterable[str | Path], warn: Callable[[str], None] | None
         raise ConfigError("no run directories to compare")
     label_methods(records)
     for r, label in zip(records, labels or []):
-        r.method = label
+        r.method = label if label is not None else r.method
     for r in records:
         if not r.finished:
             warn(f"run {r.run_dir} is not finished (step {r.last_step} of {r.total_steps}); "
