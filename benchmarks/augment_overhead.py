@@ -44,7 +44,7 @@ import numpy as np
 
 from replaylab.agents import make_agent
 from replaylab.config import AgentConfig
-from replaylab.envs.termination import NEVER, termination_rule
+from replaylab.envs.termination import NEVER
 from replaylab.envs.goal import GoalSpec, distance_reward
 from replaylab.models import ModelSpec, make_model
 from replaylab.models.mbpo import training_data
@@ -109,9 +109,9 @@ class Case:
         agent = make_agent("sac", OBS, ACT, AgentConfig(), 1)
         her, mbpo = method == "her", method == "mbpo"
         self.sampler = make_sampler("uniform" if her or mbpo else method, params or {},
-                                    ReplaySpec(OBS, ACT, n, termination_rule("HalfCheetah-v5")))
+                                    ReplaySpec(OBS, ACT, n, NEVER))
         hindsight = Future(goal=GoalSpec(3, distance_reward(0.05, True), 1000)) if her else None
-        model = make_model("mbpo", {}, ModelSpec(OBS, ACT, BATCH, NEVER)) if mbpo else None
+        model = make_model("mbpo", {}, ModelSpec(OBS, ACT, NEVER)) if mbpo else None
         self.learner = Learner(agent, self.sampler, capacity=n, batch_size=BATCH,
                                replay_ratio=rr, hindsight=hindsight, model=model,
                                columns={"achieved_goal": ((3,), jnp.float32)} if her else None)
@@ -248,7 +248,7 @@ def nmer_index_sweep(n: int, data: dict, seconds: float, rounds: int) -> list[di
 def nmer_recall_by_rebuild(n: int, data: dict, rebuilds: int = 6) -> list[dict]:
     """Recall of NMER's default lists after each of ``rebuilds`` rebuilds on the same rows:
     each rebuild also searches the previous lists and the neighbours' lists."""
-    sampler = make_sampler("nmer", {}, ReplaySpec(OBS, ACT, n, termination_rule("HalfCheetah-v5")))
+    sampler = make_sampler("nmer", {}, ReplaySpec(OBS, ACT, n, NEVER))
     learner = Learner(make_agent("sac", OBS, ACT, AgentConfig(), 1), sampler, capacity=n, batch_size=BATCH,
                       replay_ratio=1)
     state = filled_state(learner, sampler, data, n)

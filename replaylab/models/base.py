@@ -34,7 +34,6 @@ class ModelSpec:
 
     obs_dim: int
     act_dim: int
-    batch_size: int
     termination: Callable | None = None  # the env's terminal rule on next observations
 
 
@@ -65,5 +64,5 @@ class NoModel:
     def upkeep(self, state, storage, key, length, policy):
         return state, {}
 
-    def mix(self, state, batch, key):
+    def mix(self, state, batch, key, batch_size):
         return batch

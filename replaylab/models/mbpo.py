@@ -164,8 +164,9 @@ class MBPO(NoModel):
         return buffer, written
 
     # -- batches ------------------------------------------------------------------------------
-    def mix(self, state: MBPOState, batch, key):
-        n = self.spec.batch_size - self.real_rows(self.spec.batch_size)
+    def mix(self, state: MBPOState, batch, key, batch_size: int):
+        """``batch``'s real rows completed to ``batch_size`` with the newest model rows."""
+        n = batch_size - self.real_rows(batch_size)
         buf = state.buffer
         back = jax.random.randint(key, (n,), 0, jnp.maximum(state.window, 1))
         model = gather(buf, (buf.ptr - 1 - back) % buf.capacity)

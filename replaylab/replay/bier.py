@@ -33,7 +33,8 @@ Choices where the original is broken or ambiguous (README, "Replay methods"):
 - hyper-parameters fitted once per rebuild and shared (the authors' recommended
   ``--global_hyperparams --mc_hyper`` mode), and one kernel for all targets: fitting every
   neighbourhood on every batch, with a kernel per target, cost 84 ms per update on
-  Pendulum (1024 GPs) and 500 ms on HalfCheetah (4608 GPs) here (a SAC update: 4.9 ms).
+  Pendulum (1024 GPs) and 500 ms on HalfCheetah (4608 GPs) here (a SAC update: 4.9 ms;
+  one-off timings while choosing the design, not kept in benchmarks/results).
 - GP maths in plain XLA ops (a Cholesky and triangular solves unrolled over the k + 1
   points) rather than a GP library: tinygp's direct solver calls jax's LAPACK Cholesky and
   triangular solves, and for one batch here (256 neighbourhoods of 11 points, HalfCheetah

@@ -117,6 +117,7 @@ class Learner:
         self.relabeller = relabel if relabel is not None else Relabel()
         self.hindsight = hindsight if hindsight is not None else Hindsight()
         self.model = model if model is not None else NoModel()
+        self.batch_size = batch_size
         self.tasks = tasks if tasks is not None else SingleTask(self.model.real_rows(batch_size))
         self.store = jax.jit(jax.vmap(self._store_one), donate_argnums=0)
         self.update = jax.jit(jax.vmap(self._update_one, in_axes=(0, 0, None, 0)), donate_argnums=0)
@@ -232,7 +233,7 @@ class Learner:
             k_infer = jax.random.fold_in(k_sample, 1)  # unused (and compiled away) without inference
             batch, sampler_state = self.tasks.sample(tasks, storage, k_sample, self.sampler, sampler_state)
             batch = batch.replace(data=self.hindsight(batch.data, batch.rows, storage, jax.random.fold_in(k_sample, 2)))
-            batch = self.model.mix(s.model, batch, jax.random.fold_in(k_sample, 3))
+            batch = self.model.mix(s.model, batch, jax.random.fold_in(k_sample, 3), self.batch_size)
             data, aux = self.inference.condition(inference_state, batch, k_infer)
             if self.reward_scale != 1.0:
                 data = data.replace(reward=data.reward * self.reward_scale)
@@ -342,8 +343,9 @@ class Learner:
     # -- the model component's upkeep (MBPO's fit and rollouts), seed by seed ----------------
     def _model_upkeep_seeds(self, state: SeedState, length: jax.Array):
         """Fit and roll out seed after seed: one seed's model-training arrays and rollout
-        batch are alive at a time. The stacked model states are carried and updated in
-        place (returned by ``lax.map``, every seed's model buffer would be a new copy)."""
+        batch are alive at a time. The stacked model states are the scan's (donated) carry:
+        each step slices one seed's state out and writes it back, so one seed's model buffer
+        is copied at a time (returned by ``lax.map``, every seed's buffer would be a new copy)."""
 
         def one(models, args):
             i, agent_state, storage, key = args

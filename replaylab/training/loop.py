@@ -156,8 +156,7 @@ class Trainer:
         relabel_spec = RelabelSpec(type(env).reward_fn, task_set.params[: task_set.num_train],
                                    cfg.episode_length) if multi else None
         self.relabel = make_relabel(cfg.relabel, dict(cfg.relabel_cfg), relabel_spec)
-        self.model = make_model(cfg.model, dict(cfg.model_cfg), ModelSpec(env.obs_dim, env.act_dim, cfg.batch_size,
-                                                                          env.termination))
+        self.model = make_model(cfg.model, dict(cfg.model_cfg), ModelSpec(env.obs_dim, env.act_dim, env.termination))
         per_task = cfg.batch_size // cfg.meta_batch if multi and self.inference.split_batch else cfg.batch_size
         tasks = MultiTask(task_set.num_train, cfg.meta_batch, per_task, self.schedule.episodes_per_visit,
                           self.schedule.context_episodes, segments_per_task(cfg, task_set, self.schedule,
