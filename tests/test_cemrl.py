@@ -119,6 +119,7 @@ def test_vmapped_cemrl_seeds_equal_separate_runs(cemrl_run, tmp_path):
     np.testing.assert_allclose(together, [r["return_mean"] for r in alone.progress], rtol=1e-3)
 
 
+@pytest.mark.slow  # `make test-all`; the plain and meta SIGKILL resumes stay in `make test`
 def test_cemrl_resumes_bit_identically_after_sigkill_inside_an_encoder_phase(tmp_path):
     """Checkpoints fall between environment steps, so a kill inside a phase loses it and
     the resumed run redoes it from the last checkpoint: the same run, bit for bit."""

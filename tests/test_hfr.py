@@ -46,6 +46,7 @@ def test_the_task_is_sampled_from_the_softmax_of_utility_minus_log_partition():
     assert float(HFR.log_mean_exp(jnp.log(jnp.array([1.0, 2.0, 3.0])))) == pytest.approx(np.log(2.0))
 
 
+@pytest.mark.slow  # `make test-all`; the plain and meta SIGKILL resumes stay in `make test`
 def test_dmrlad_resumes_exactly_and_its_copies_carry_the_real_env_rewards_of_their_task(tmp_path):
     ref, _ = resumed_equals_uninterrupted(DMRLAD, tmp_path, step=310)
     x = checkpoint_arrays(ref["run_dir"])

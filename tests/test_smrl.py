@@ -203,6 +203,7 @@ SMRL_RUN = {"env": "meta:toy1d", "inference": "smrl", "total_steps": 900, "warmu
             "inference.latent_samples": 4, "inference.targets": 3, "inference.context_size": 4}
 
 
+@pytest.mark.slow  # `make test-all`; the plain and meta SIGKILL resumes stay in `make test`
 def test_smrl_run_resumes_bit_identically_after_sigkill(tmp_path):
     """Through the real CLI, with tasks switching inside episodes: the window beliefs, the
     encoder and decoder and their optimiser live in the checkpoint."""
