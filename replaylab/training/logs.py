@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,8 @@ class Loggers:
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if self.tb is not None:
             for k, v in values.items():
-                self.tb.add_scalar(k, v, step)
+                if math.isfinite(v):  # NaN marks "not measured" (no train tasks evaluated, ...): no point
+                    self.tb.add_scalar(k, v, step)
         if self.wandb is not None:
             self.wandb.log({**values, "env_step": step}, step=step)
 
