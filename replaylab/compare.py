@@ -282,6 +282,12 @@ def _count(n: int, noun: str) -> str:
 
 # -- the cells -------------------------------------------------------------------------------------
 
+def _span(values) -> str:
+    """'16000', or '8000-16000' where a sweep varies it."""
+    values = sorted(set(values))
+    return str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}"
+
+
 def cell_dir(out: str | Path, env: str, label: str) -> Path:
     """OUT/runs/ENV-LABEL, e.g. 'Hopper-v5-nmer_replay_ratio-8' (no '=': the CLI would read a
     path holding one as a key=value setting)."""
@@ -386,14 +392,15 @@ def run_grid(grid: Grid, echo: Callable[[str], None] = print, workers: int | Non
 
     cells = cell_configs(grid)
     states = [cell_state(Path(cfg.run_dir), cfg) for _, _, cfg in cells]  # every check before any training
-    if grid.steps:
-        cfg = cells[0][2]  # every cell shares these settings
-        total, first = cfg.total_steps, min(cfg.eval_interval, cfg.total_steps)
-        for b in grid.steps:
-            if b > total:
-                raise ConfigError(f"--steps {b}: beyond the grid's total_steps={total}")
-            if b < first:
-                raise ConfigError(f"--steps {b}: before the first evaluation, at step {first}")
+    shared = len({(cfg.total_steps, cfg.eval_interval) for _, _, cfg in cells}) == 1  # unless swept
+    for b in grid.steps or ():
+        for env, label, cfg in cells:
+            whose = "the grid's" if shared else f"{env} {label}'s"
+            if b > cfg.total_steps:
+                raise ConfigError(f"--steps {b}: beyond {whose} total_steps={cfg.total_steps}")
+            if b < min(cfg.eval_interval, cfg.total_steps):
+                raise ConfigError(f"--steps {b}: before {whose} first evaluation, at step "
+                                  f"{min(cfg.eval_interval, cfg.total_steps)}")
     n, labels = len(cells), [label for label, _ in grid.labels()]
     todo = [(i, c, st) for i, (c, st) in enumerate(zip(cells, states), 1) if st != "finished"]
     workers = workers or executors.default_workers(len(todo))
@@ -401,7 +408,7 @@ def run_grid(grid: Grid, echo: Callable[[str], None] = print, workers: int | Non
     what = _count(len(grid.methods), "method") + (f" x {_count(len(labels) // len(grid.methods), 'setting')}"
                                                   if grid.sweep else "")
     echo(f"compare: {what} x {_count(len(grid.envs), 'env')} = {_count(n, 'run')} of "
-         f"{_count(grid.seeds, 'seed')} x {cells[0][2].total_steps} steps, {where}, into {grid.out}")
+         f"{_count(grid.seeds, 'seed')} x {_span(cfg.total_steps for _, _, cfg in cells)} steps, {where}, into {grid.out}")
     heads, jobs = {}, []
     for i, (env, label, cfg), state in todo:
         if state == "resume":
