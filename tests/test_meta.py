@@ -293,7 +293,7 @@ def test_bad_meta_settings_give_one_line(tmp_path, arg, expected):
 def test_envs_command_lists_every_family():
     r = cli("envs")
     assert r.returncode == 0, r.stderr
-    for name in ("toy1d", "toy2d", "point-robot", "sparse-point-robot", "cheetah-vel", "cheetah-dir", "cheetah-goal",
+    for name in ("toy1d", "toy1d-sparse", "toy2d", "point-robot", "sparse-point-robot", "cheetah-vel", "cheetah-dir", "cheetah-goal",
                  "ant-vel", "ant-dir", "ant-goal", "cheetah-vel-sparse", "cheetah-goal-sparse", "ant-vel-sparse",
                  "ant-goal-sparse"):
         assert f"meta:{name}" in r.stdout

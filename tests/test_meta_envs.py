@@ -112,6 +112,8 @@ def _info(env, **values):
 @pytest.mark.parametrize("name, params, info, reward", [
     ("toy1d", [2.0], dict(x=-1.0), -3.0),
     ("toy2d", [3.0, 0.0], dict(x=0.0, y=4.0), -5.0),
+    ("toy1d-sparse", [5.0], dict(x=5.75), 0.25),
+    ("toy1d-sparse", [5.0], dict(x=3.9), 0.0),
     ("sparse-point-robot", [0.0, 1.0], dict(x=0.1, y=1.0), 0.9),
     ("sparse-point-robot", [0.0, 1.0], dict(x=0.3, y=1.0), 0.0),
     ("cheetah-vel", [2.0], dict(vx=1.5, asq=2.0), -0.5 - 0.1),
