@@ -18,16 +18,13 @@ import jax.numpy as jnp
 from replaylab.params import opt
 from replaylab.replay.mixing import beta, pair_or_real
 from replaylab.replay.sampler import Sampler
-from replaylab.replay.storage import Storage, gather
+from replaylab.replay.storage import Storage, gather, holds_step
 
 
 def next_in_episode(storage: Storage, rows: jax.Array) -> jax.Array:
     """The row holding the next step of the same episode, or the row itself."""
-    nxt = (rows + 1) % storage.capacity
-    d = storage.data
-    same = (nxt != storage.ptr) & (nxt < storage.size) & (d.episode[nxt] == d.episode[rows]) \
-        & (d.step[nxt] == d.step[rows] + 1)
-    return jnp.where(same, nxt, rows)
+    nxt, same = holds_step(storage, rows, 1)
+    return jnp.where(same & (nxt != storage.ptr) & (nxt < storage.size), nxt, rows)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from replaylab.params import declared, opt
-from replaylab.replay.storage import Storage
+from replaylab.replay.storage import Storage, holds_step
 
 
 @dataclass(frozen=True)
@@ -79,18 +79,11 @@ class Hindsight:
         """How many stored steps of each row's episode lie after it (``sign`` 1) or
         before it (-1): the largest d < episode_length with row r + sign d holding step
         t + sign d of the episode (binary search; see the module docstring)."""
-        d, cap = storage.data, storage.capacity
-        episode, step = d.episode[rows], d.step[rows]
-
-        def holds(off):
-            c = (rows + sign * off) % cap
-            return (d.episode[c] == episode) & (d.step[c] == step + sign * off)
-
         lo = jnp.zeros_like(rows)  # holds
-        hi = jnp.full_like(rows, min(self.goal.episode_length, cap))  # does not hold
+        hi = jnp.full_like(rows, min(self.goal.episode_length, storage.capacity))  # does not hold
         for _ in range(max(1, math.ceil(math.log2(self.goal.episode_length + 1)))):
             mid = (lo + hi) // 2
-            ok = holds(mid)
+            _, ok = holds_step(storage, rows, sign * mid)
             lo, hi = jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
         return lo
 

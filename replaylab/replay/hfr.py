@@ -44,7 +44,7 @@ from flax import struct
 
 from replaylab.params import opt
 from replaylab.replay.relabel import Relabel, RelabelContext
-from replaylab.replay.storage import Storage, Transition, gather
+from replaylab.replay.storage import Storage, Transition, gather, holds_step
 from replaylab.replay.tasks import TaskIndexState, TaskPool
 
 
@@ -135,12 +135,10 @@ class HFR(Relabel):
         """(tasks, n) start rows of stored episodes of each task, and the episodes' last
         stored rows; where an episode's start was overwritten, the drawn row itself."""
         rows = TaskPool(index, storage, tasks, n).draw(key).reshape(tasks.shape[0], n)
-        d, cap, L = storage.data, storage.capacity, self.spec.episode_length
-        start = (rows - d.step[rows]) % cap
-        start = jnp.where((d.episode[start] == d.episode[rows]) & (d.step[start] == 0), start, rows)
-        end = (start + L - 1) % cap
-        ok = (d.episode[end] == d.episode[start]) & (d.step[end] == d.step[start] + L - 1) \
-            & ((storage.ptr - 1 - end) % cap < storage.size)  # written, not a stale row
+        start, found = holds_step(storage, rows, -storage.data.step[rows])
+        start = jnp.where(found, start, rows)
+        end, ok = holds_step(storage, start, self.spec.episode_length - 1)
+        ok &= (storage.ptr - 1 - end) % storage.capacity < storage.size  # written, not a stale row
         return start, jnp.where(ok, end, rows)
 
     # -- 3. the choice -----------------------------------------------------------------------

@@ -89,5 +89,15 @@ def gather(storage: Storage, idx: jax.Array) -> Transition:
     return jax.tree.map(lambda x: x[idx], storage.data)
 
 
+def holds_step(storage: Storage, rows: jax.Array, offset: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Ring rows ``rows + offset``, and whether each holds step ``step[rows] + offset`` of
+    the episode of ``rows``. An episode's steps sit in consecutive rows, so this is true for
+    the offsets inside the stored part of the episode and false beyond (another episode, or
+    a row already overwritten). ``rows`` and ``offset`` broadcast."""
+    d = storage.data
+    other = (rows + offset) % storage.capacity
+    return other, (d.episode[other] == d.episode[rows]) & (d.step[other] == d.step[rows] + offset)
+
+
 def uniform_indices(storage: Storage, key: jax.Array, n: int) -> jax.Array:
     return jax.random.randint(key, (n,), 0, jnp.maximum(storage.size, 1))

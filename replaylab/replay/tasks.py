@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from replaylab.replay.storage import Storage, Transition, gather, uniform_indices
+from replaylab.replay.storage import Storage, Transition, gather, holds_step, uniform_indices
 
 
 @struct.dataclass
@@ -214,10 +214,7 @@ def window_rows(storage: Storage, rows: jax.Array, size: int, shift: int = 0) ->
     oldest first (``shift=1``: the window that ends with the row itself), and which of them
     are real: rows before the episode start, or already overwritten, are not."""
     back = jnp.arange(size, 0, -1) - shift
-    prev = (rows[:, None] - back[None, :]) % storage.capacity
-    d = storage.data
-    ok = (d.episode[prev] == d.episode[rows][:, None]) & (d.step[prev] == d.step[rows][:, None] - back[None, :])
-    return prev, ok
+    return holds_step(storage, rows[:, None], -back[None, :])
 
 
 def window_context(storage: Storage, rows: jax.Array, size: int, shift: int = 0):
