@@ -395,12 +395,12 @@ def run_grid(grid: Grid, echo: Callable[[str], None] = print, workers: int | Non
     shared = len({(cfg.total_steps, cfg.eval_interval) for _, _, cfg in cells}) == 1  # unless swept
     for b in grid.steps or ():
         for env, label, cfg in cells:
-            whose = "the grid's" if shared else f"{env} {label}'s"
+            the, of_cell = ("the grid's ", "") if shared else ("", f" of cell '{env} {label}'")
+            first = min(cfg.eval_interval, cfg.total_steps)
             if b > cfg.total_steps:
-                raise ConfigError(f"--steps {b}: beyond {whose} total_steps={cfg.total_steps}")
-            if b < min(cfg.eval_interval, cfg.total_steps):
-                raise ConfigError(f"--steps {b}: before {whose} first evaluation, at step "
-                                  f"{min(cfg.eval_interval, cfg.total_steps)}")
+                raise ConfigError(f"--steps {b}: beyond {the}total_steps={cfg.total_steps}{of_cell}")
+            if b < first:
+                raise ConfigError(f"--steps {b}: before {the}first evaluation, at step {first}{of_cell}")
     n, labels = len(cells), [label for label, _ in grid.labels()]
     todo = [(i, c, st) for i, (c, st) in enumerate(zip(cells, states), 1) if st != "finished"]
     workers = workers or executors.default_workers(len(todo))

@@ -35,7 +35,7 @@ def rollout(env, acts, seed, task, pool=None):
 
 def test_family_table_matches_the_envs():
     rows = {row["name"]: row for row in family_table()}
-    assert set(rows) == set(NAMES) and len(NAMES) == 15
+    assert set(rows) == set(NAMES) and len(NAMES) == 16
     for name, row in rows.items():
         env = make_meta_env(name)
         assert (row["obs_dim"], row["act_dim"], row["info_dim"]) == (env.obs_dim, env.act_dim, env.info_dim)

@@ -84,7 +84,8 @@ class Loggers:
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if self.tb is not None:
             for k, v in values.items():
-                if math.isfinite(v):  # NaN marks "not measured" (no train tasks evaluated, ...): no point
+                if math.isfinite(v):  # NaN marks "not measured" (no train tasks evaluated, ...); a diverged
+                    # run stops at its first non-finite loss and progress.csv keeps it
                     self.tb.add_scalar(k, v, step)
         if self.wandb is not None:
             self.wandb.log({**values, "env_step": step}, step=step)

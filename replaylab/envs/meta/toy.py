@@ -67,7 +67,7 @@ class Toy1DOneSided(Toy1D):
 
 @register("toy1d-sparse", num_train=100, num_test=25, episode_length=100)
 class Toy1DSparse(Toy1DOneSided):
-    """A sparse one-sided Toy1D (ours, for DMRLAD's claim): goals ~ U(0.1, 10]; r = 1 - |s' - g| within 1, else 0.
+    """A sparse one-sided Toy1D (ours, for DMRLAD's claim): goals ~ U[0.1, 10); r = 1 - |s' - g| within 1, else 0.
 
     No step's reward says where the goal is until the agent is within 1 of it, so an agent
     must search (walk right) and then stay: the sparse-reward setting that DMRLAD's
@@ -80,7 +80,7 @@ class Toy1DSparse(Toy1DOneSided):
     @classmethod
     def reward_fn(cls, xp, obs, action, next_obs, info, params):
         dense, _ = super().reward_fn(xp, obs, action, next_obs, info, params)
-        reward = xp.where(dense >= -cls.goal_radius, dense + cls.goal_radius, 0.0)
+        reward = xp.where(dense >= -cls.goal_radius, 1.0 + dense, 0.0)
         return reward, no_termination(xp, reward)
 
 
