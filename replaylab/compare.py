@@ -32,7 +32,7 @@ import numpy as np
 from replaylab.analysis.aggregate import (
     LOGGING_KEYS, ALL_ENVS, CONFIDENCE, DEFAULT_REPS, NORMALISATION, RunRecord, aggregate, default_budgets, load_runs,
     runs_summary, setting_label, table_csv, table_text)
-from replaylab.config import parse_value, show_value
+from replaylab.config import _number, parse_value, show_value
 from replaylab.errors import ConfigError
 from replaylab.executors import Job, Outcome
 
@@ -60,14 +60,25 @@ class Grid:
         """The run settings that make ``method``: its variant's, or ``replay=method``."""
         return dict(self.variants[method]) if method in self.variants else {"replay": method}
 
+    def replay_of(self, method: str) -> str:
+        return self.settings(method).get("replay", self.overrides.get("replay", "uniform"))
+
     def labels(self) -> list[tuple[str, dict[str, Any]]]:
         """(label, run settings) per method x combination of swept values, e.g.
-        ('nmer replay_ratio=8', {'replay': 'nmer', 'replay_ratio': 8})."""
-        combos: list[dict[str, Any]] = [{}]
-        for key, values in self.sweep.items():
-            combos = [{**c, key: v} for c in combos for v in values]
-        return [(" ".join([m, *(setting_label(k, v) for k, v in c.items())]), {**self.settings(m), **c})
-                for m in self.methods for c in combos]
+        ('nmer replay_ratio=8', {'replay': 'nmer', 'replay_ratio': 8}); a swept ``replay.<param>``
+        is crossed only with the methods that take it, like an override."""
+        from replaylab.replay.methods import SAMPLERS
+
+        out = []
+        for m in self.methods:
+            takes = SAMPLERS[self.replay_of(m)].params()
+            combos: list[dict[str, Any]] = [{}]
+            for key, values in self.sweep.items():
+                if not key.startswith("replay.") or key[len("replay."):] in takes:
+                    combos = [{**c, key: v} for c in combos for v in values]
+            out += [(" ".join([m, *(setting_label(k, v) for k, v in c.items())]), {**self.settings(m), **c})
+                    for c in combos]
+        return out
 
 
 # -- parsing the grid ------------------------------------------------------------------------------
@@ -146,13 +157,8 @@ def _split_top(text: str) -> list[str]:
 
 def _number_or_text(value: Any) -> Any:
     """'3e-4' (YAML reads it as text) -> 0.0003, so equal numbers are one swept value."""
-    if isinstance(value, str):
-        try:
-            x = float(value)
-        except ValueError:
-            return value
-        return x if np.isfinite(x) else value
-    return value
+    x = _number(value) if isinstance(value, str) else value
+    return x if not isinstance(x, float) or np.isfinite(x) else value
 
 
 def parse_sweep(items: Mapping[str, Any] | Sequence[str]) -> dict[str, list[Any]]:
@@ -307,7 +313,7 @@ def cell_configs(grid: Grid) -> list[tuple[str, str, Any]]:
     replay = {k: v for k, v in grid.overrides.items() if k.startswith("replay.")}
     labels = grid.labels()
     replay_of = {label: settings.get("replay", shared.get("replay", "uniform")) for label, settings in labels}
-    for key in replay:
+    for key in [*replay, *(k for k in grid.sweep if k.startswith("replay."))]:
         if not any(key[len("replay."):] in SAMPLERS[r].params() for r in replay_of.values()):
             raise ConfigError(f"unknown key '{key}': none of the methods {', '.join(grid.methods)} takes it")
     cells = []
@@ -402,24 +408,22 @@ def run_grid(grid: Grid, echo: Callable[[str], None] = print, workers: int | Non
             if b < first:
                 raise ConfigError(f"--steps {b}: before {the}first evaluation, at step {first}{of_cell}")
     n, labels = len(cells), [label for label, _ in grid.labels()]
-    todo = [(i, c, st) for i, (c, st) in enumerate(zip(cells, states), 1) if st != "finished"]
-    workers = workers or executors.default_workers(len(todo))
+    workers = workers or executors.default_workers(sum(st != "finished" for st in states))
     where = f"on Ray ({ray})" if ray else "in this process" if workers == 1 else f"on {workers} local workers"
-    what = _count(len(grid.methods), "method") + (f" x {_count(len(labels) // len(grid.methods), 'setting')}"
-                                                  if grid.sweep else "")
+    what = _count(len(grid.methods), "method") + (f" in {_count(len(labels), 'setting')}" if grid.sweep else "")
     echo(f"compare: {what} x {_count(len(grid.envs), 'env')} = {_count(n, 'run')} of "
          f"{_count(grid.seeds, 'seed')} x {_span(cfg.total_steps for _, _, cfg in cells)} steps, {where}, into {grid.out}")
     heads, jobs = {}, []
-    for i, (env, label, cfg), state in todo:
+    for i, ((env, label, cfg), state) in enumerate(zip(cells, states), 1):
+        if state == "finished":
+            echo(f"[{i}/{n}] {env} {label}: finished already, skipped ({cfg.run_dir})")
+            continue
         if state == "resume":
             echo(f"[{i}/{n}] {env} {label}: resuming from its newest checkpoint ({cfg.run_dir})")
         elif state == "restart":
             echo(f"[{i}/{n}] {env} {label}: was interrupted before its first checkpoint; starting it again")
         jobs.append(cell_job(grid.out, env, label, cfg, state))
         heads[jobs[-1]] = (f"[{i}/{n}] {env} {label}", Path(cfg.run_dir))
-    for i, (env, label, cfg), state in zip(range(1, n + 1), cells, states):
-        if state == "finished":
-            echo(f"[{i}/{n}] {env} {label}: finished already, skipped ({cfg.run_dir})")
 
     def on_event(kind: str, job: Job, what) -> None:
         head, run_dir = heads[job]

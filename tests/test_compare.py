@@ -370,3 +370,25 @@ def test_runs_read_without_a_grid_are_labelled_by_the_settings_in_which_they_dif
     assert [r.method for r in records] == [
         "uniform agent.critic_lr=null replay_ratio=1", "uniform agent.critic_lr=null replay_ratio=8",
         "uniform agent.critic_lr=null replay_ratio=1", "nmer", "uniform agent.critic_lr=0.0003 replay_ratio=1"]
+
+    # a setting that differs on one env labels the method on every env; one differing only by env does not
+    records = [run("h1", env="Hopper-v5", replay_ratio=1, batch_size=256),
+               run("h8", env="Hopper-v5", replay_ratio=8, batch_size=256),
+               run("w1", env="Walker2d-v5", replay_ratio=1, batch_size=100)]
+    label_methods(records)
+    assert [r.method for r in records] == ["uniform replay_ratio=1", "uniform replay_ratio=8", "uniform replay_ratio=1"]
+
+
+def test_a_swept_replay_parameter_is_crossed_only_with_the_methods_that_take_it(tmp_path):
+    from replaylab.compare import Grid, cell_configs
+    from replaylab.errors import ConfigError
+
+    grid = Grid(methods=["uniform", "nmer"], envs=["Pendulum-v1"], out=str(tmp_path),
+                sweep={"replay.k": [5, 10], "replay_ratio": [1, 2]})
+    cells = {label: cfg for _, label, cfg in cell_configs(grid)}
+    assert sorted(cells) == ["nmer replay.k=10 replay_ratio=1", "nmer replay.k=10 replay_ratio=2",
+                             "nmer replay.k=5 replay_ratio=1", "nmer replay.k=5 replay_ratio=2",
+                             "uniform replay_ratio=1", "uniform replay_ratio=2"]
+    assert cells["nmer replay.k=10 replay_ratio=2"].replay_cfg["k"] == 10
+    with pytest.raises(ConfigError, match="'replay.k': none of the methods uniform, per takes it"):
+        cell_configs(Grid(methods=["uniform", "per"], envs=["Pendulum-v1"], sweep={"replay.k": [5, 10]}))

@@ -169,18 +169,27 @@ def label_methods(records: Sequence[RunRecord]) -> None:
     """Label each run by its replay method, with the agent and the inference method put
     in front where the runs use several (e.g. 'pearl-uniform' against 'none-uniform'), then
     the settings in which runs with that label still differ, as a sweep labels its cells
-    ('uniform replay_ratio=8'), so different settings never pool. Settings are compared per
-    env: a method keeps one label across envs whose settings differ by env."""
+    ('uniform replay_ratio=8'), so different settings never pool. Settings are compared within
+    each env, and a setting that differs on any env labels that method's runs on every env:
+    a method keeps one set of labels across envs, and settings that differ only by env
+    (per-env defaults) stay out of them."""
     several = [k for k in ("agent", "inference") if len({str(r.config.get(k, "none")) for r in records}) > 1]
     groups: dict[tuple[str, str], list[RunRecord]] = {}
     for r in records:
         base = "-".join([str(r.config.get(k, "none")) for k in several] + [r.replay])
         groups.setdefault((base, r.env), []).append(r)
+    keys: dict[str, set[str]] = {}
     for (base, _), group in groups.items():
-        differ = [k for k in sorted(set().union(*(g.config for g in group)) - _NOT_SETTINGS)
-                  if len({json.dumps(g.config.get(k), sort_keys=True) for g in group}) > 1]
+        keys.setdefault(base, set()).update(differing_keys(group))
+    for (base, _), group in groups.items():
         for r in group:
-            r.method = " ".join([base, *(setting_label(k, r.config.get(k)) for k in differ)])
+            r.method = " ".join([base, *(setting_label(k, r.config.get(k)) for k in sorted(keys[base]))])
+
+
+def differing_keys(records: Sequence[RunRecord]) -> list[str]:
+    """The settings (seeds and bookkeeping aside) whose values differ among ``records``, sorted."""
+    return [k for k in sorted(set().union(*(r.config for r in records)) - _NOT_SETTINGS)
+            if len({json.dumps(r.config.get(k), sort_keys=True) for r in records}) > 1]
 
 
 def load_runs(run_dirs: Iterable[str | Path], warn: Callable[[str], None] | None = None,
@@ -202,10 +211,9 @@ def load_runs(run_dirs: Iterable[str | Path], warn: Callable[[str], None] | None
     for r in records:
         groups.setdefault((r.method, r.env), []).append(r)
     for (method, env), group in groups.items():
-        for key in sorted(set().union(*(g.config for g in group)) - _NOT_SETTINGS):
+        for key in differing_keys(group):
             values = {json.dumps(g.config.get(key), sort_keys=True) for g in group}
-            if len(values) > 1:
-                warn(f"method {method} on {env} pools runs with different {key} ({', '.join(sorted(values))})")
+            warn(f"method {method} on {env} pools runs with different {key} ({', '.join(sorted(values))})")
     return records
 
 
