@@ -10,7 +10,7 @@ the batches. Its pure functions, for one seed (the learner vmaps or maps them ov
   on the real ``storage``, then roll them out for ``length`` steps
   (``rollout_length(steps)``, computed by the loop from the steps since the warm-up) with ``policy(obs, key) -> action``,
   the agent's current exploration policy;
-- ``mix(state, batch, key) -> batch``: the real batch of ``real_rows`` rows (drawn by the
+- ``mix(state, batch, key, batch_size) -> batch``: the real batch of ``real_rows`` rows (drawn by the
   replay method, relabelled by HER) completed to ``batch_size`` rows with model rows; the
   real rows come first and keep their storage ``rows``, so a sampler's feedback (PER)
   still reaches exactly its own rows.

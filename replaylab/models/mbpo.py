@@ -166,7 +166,7 @@ class MBPO(NoModel):
     # -- batches ------------------------------------------------------------------------------
     def mix(self, state: MBPOState, batch, key, batch_size: int):
         """``batch``'s real rows completed to ``batch_size`` with the newest model rows."""
-        n = batch_size - self.real_rows(batch_size)
+        n = batch_size - batch.weights.shape[0]
         buf = state.buffer
         back = jax.random.randint(key, (n,), 0, jnp.maximum(state.window, 1))
         model = gather(buf, (buf.ptr - 1 - back) % buf.capacity)

@@ -113,7 +113,8 @@ def neg_log_marginal(params: dict, x: jax.Array, y: jax.Array) -> jax.Array:
 def initial_hypers(batch: tuple, dim: int) -> dict:
     """l = 1, sf2 = 1, sn2 = 0.01 (for inputs in [0, 1] and z-scored targets)."""
     return {"log_ls": jnp.zeros(batch + (dim,)), "log_sf2": jnp.zeros(batch),
-            "raw_sn2": jnp.full(batch, math.log(math.expm1(0.01 - MIN_NOISE)))}
+            # float32, not weakly typed: a refit returns float32, and a changed type recompiles
+            "raw_sn2": jnp.full(batch, math.log(math.expm1(0.01 - MIN_NOISE)), jnp.float32)}
 
 
 def fit(x: jax.Array, y: jax.Array, steps: int, lr: float) -> dict:

@@ -61,9 +61,10 @@ class TaskSet:
         return np.arange(self.num_train, self.num_train + self.num_test)
 
 
-def sparsify(xp, dense, radius: float):
-    """DMRLAD's sparse reward: ``2 + dense`` inside the radius (``dense >= -radius``), else ``-2``."""
-    return xp.where(dense >= -radius, 2.0 + dense, -2.0)
+def sparsify(xp, dense, radius: float, inside: float = 2.0, outside: float = -2.0):
+    """A sparse reward: ``inside + dense`` within the radius (``dense >= -radius``), else
+    ``outside``. The defaults are DMRLAD's rule; PEARL's sparse point robot uses 1 and 0."""
+    return xp.where(dense >= -radius, inside + dense, outside)
 
 
 class MetaEnv:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from replaylab.envs.meta.base import TASK_SEED, TaskSet, no_termination, register
+from replaylab.envs.meta.base import TASK_SEED, TaskSet, no_termination, register, sparsify
 from replaylab.envs.meta.toy import PointMass
 
 
@@ -40,5 +40,5 @@ class SparsePointRobot(PointRobot):
     @classmethod
     def reward_fn(cls, xp, obs, action, next_obs, info, params):
         dense, _ = super().reward_fn(xp, obs, action, next_obs, info, params)
-        reward = xp.where(dense >= -cls.goal_radius, dense + 1.0, 0.0)
+        reward = sparsify(xp, dense, cls.goal_radius, inside=1.0, outside=0.0)
         return reward, no_termination(xp, reward)

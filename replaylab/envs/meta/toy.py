@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from replaylab.envs.meta.base import MetaEnv, no_termination, register
+from replaylab.envs.meta.base import MetaEnv, no_termination, register, sparsify
 
 
 class PointMass(MetaEnv):
@@ -80,7 +80,7 @@ class Toy1DSparse(Toy1DOneSided):
     @classmethod
     def reward_fn(cls, xp, obs, action, next_obs, info, params):
         dense, _ = super().reward_fn(xp, obs, action, next_obs, info, params)
-        reward = xp.where(dense >= -cls.goal_radius, 1.0 + dense, 0.0)
+        reward = sparsify(xp, dense, cls.goal_radius, inside=1.0, outside=0.0)
         return reward, no_termination(xp, reward)
 
 
