@@ -71,25 +71,34 @@ def train(config: Config | Mapping[str, Any] | str | None = None, **overrides) -
     """
     cfg = _as_config(config, overrides)
     run_dir = Path(cfg.run_dir) if cfg.run_dir else _default_run_dir(cfg)
-    try:
-        taken = (run_dir / "config.json").exists()
-    except OSError:  # no permission to look: creating it below says so
-        taken = False
-    if taken:
-        raise ConfigError(f"run_dir={run_dir}: already holds a run; use 'replaylab resume {run_dir}' "
-                          "or choose another run_dir")
+    _refuse_taken(run_dir)  # before building anything
     cfg = cfg.replace(run_dir=str(run_dir))
     enable_compilation_cache()
     trainer = _build(cfg, run_dir)  # refuses a run that cannot fit before its directory exists
     record = {**cfg.to_flat(), "replaylab_version": __version__, "git_commit": _git_commit()}
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(run_dir / "config.json", json.dumps(record, indent=1) + "\n")
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
         raise ConfigError(f"run_dir={show_value(str(run_dir))}: cannot write the run there "
                           f"({getattr(e, 'strerror', None) or e})") from None
     with exclusive(run_dir):
+        _refuse_taken(run_dir)  # again under the lock: another train of this run_dir may have begun
+        try:
+            write_atomic(run_dir / "config.json", json.dumps(record, indent=1) + "\n")
+        except OSError as e:
+            raise ConfigError(f"run_dir={show_value(str(run_dir))}: cannot write the run there "
+                              f"({e.strerror or e})") from None
         return trainer.run()
+
+
+def _refuse_taken(run_dir: Path) -> None:
+    try:
+        taken = (run_dir / "config.json").exists()
+    except (OSError, ValueError):  # no permission to look, or a NUL byte: creating it says so
+        taken = False
+    if taken:
+        raise ConfigError(f"run_dir={run_dir}: already holds a run; use 'replaylab resume {run_dir}' "
+                          "or choose another run_dir")
 
 
 def load_run_config(run_dir: str | Path) -> Config:

@@ -124,3 +124,25 @@ def test_a_run_is_trained_by_one_process_at_a_time(tmp_path):
     holder.wait()
     with exclusive(tmp_path, wait=5):  # free again once the holder is gone
         pass
+
+
+def test_a_run_dir_taken_while_this_train_was_building_is_not_overwritten(small, monkeypatch):
+    """Two trains of one new run_dir: the one that gets the lock second finds the other's
+    config.json and stops in one line, leaving the other's files alone."""
+    from replaylab import api
+    from replaylab.errors import ConfigError
+
+    cfg = small()
+    build = api._build
+
+    def build_while_another_takes_the_dir(c, run_dir):
+        trainer = build(c, run_dir)
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.json").write_text('{"theirs": true}')  # the other train got there first
+        return trainer
+
+    monkeypatch.setattr(api, "_build", build_while_another_takes_the_dir)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        replaylab.train(cfg)
+    assert (Path(cfg["run_dir"]) / "config.json").read_text() == '{"theirs": true}'
+    assert not (Path(cfg["run_dir"]) / "progress.csv").exists()
