@@ -22,6 +22,7 @@ import glob
 import gzip
 import json
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -37,8 +38,8 @@ import throughput as T  # noqa: E402
 RR = 32
 
 
-def profile(calls: int, top: int) -> tuple[float, list[dict]]:
-    """Updates/s untraced, and the ``top`` XLA ops by total time in ``calls`` traced calls."""
+def profile(calls: int, top: int) -> list[dict]:
+    """The ``top`` XLA ops by total time in ``calls`` traced calls."""
     learner, state, tr = T._filled_learner(1, RR)
     obs = np.zeros((1, T.OBS), np.float32)
     box = {"state": state}
@@ -48,11 +49,7 @@ def profile(calls: int, top: int) -> tuple[float, list[dict]]:
         np.asarray(action)
 
     for i in range(5):
-        call(i)
-    t0 = time.perf_counter()
-    for i in range(calls):
-        call(i)
-    rate = calls * RR / (time.perf_counter() - t0)
+        call(i)  # compile and warm up
     hlo = learner.update.lower(state, obs, np.int32(0), T.EpisodeStarts.none(1)).compile().as_text()
     with tempfile.TemporaryDirectory() as trace_dir:
         jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
@@ -73,7 +70,7 @@ def profile(calls: int, top: int) -> tuple[float, list[dict]]:
     for name, us in total.most_common(top):
         line = re.search(rf"%{re.escape(name)} = ([^\n]*?)(?:, metadata=|\n)", hlo).group(1)
         rows.append({"op": name, "us_per_update": us / updates, "share": us / sum(total.values()), "hlo": line[:160]})
-    return rate, rows
+    return rows
 
 
 def layouts(reps: int = 7, chain: int = 64) -> list[dict]:
@@ -108,7 +105,8 @@ def main() -> None:
     p.add_argument("--top", type=int, default=12)
     p.add_argument("--out", default="benchmarks/results/update_profile.json")
     a = p.parse_args()
-    rate, ops = profile(a.calls, a.top)
+    rate = statistics.median(T.replaylab_updates(1, RR, seconds=2.0, reps=3))  # untraced, as throughput.py
+    ops = profile(a.calls, a.top)
     lay = layouts()
     print(f"SAC update, {RR} per call: {rate:.1f} updates/s untraced; XLA ops by time (traced):")
     print(f"{'op':28s} {'us/update':>10s} {'share':>6s}  hlo")
