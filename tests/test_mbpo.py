@@ -192,6 +192,7 @@ MBPO_RUN = {"env": "Hopper-v5", "model": "mbpo", "replay": "per", "seeds": 2, "t
             "model.min_epoch": 0, "model.max_epoch": 1, "model.max_length": 3}
 
 
+@pytest.mark.slow  # 19-24 s; `make test-all` runs it (the suite ran 902 s of its 900)
 def test_mbpo_with_per_resumes_exactly_after_sigkill(tmp_path):
     ref, _ = resumed_equals_uninterrupted(MBPO_RUN, tmp_path, step=250)
     x = checkpoint_arrays(ref["run_dir"])
