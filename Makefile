@@ -27,13 +27,16 @@ chromium:
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 	echo "chromium could not be installed (needs apt-get as root); tests/test_report.py will skip its browser check"
 
-# The test suite (< 15 minutes on 2 cores).
+# The test suite (< 15 minutes on 2 cores), one pytest-xdist worker per core (at most 4:
+# each worker is a JAX process with its own compiled functions).
+XDIST := -n auto --maxprocesses 4
+
 test: $(STAMP) chromium
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(XDIST)
 
 # Everything, slow tests included.
 test-all: $(STAMP) chromium
-	$(BIN)/pytest -q -m "slow or not slow"
+	$(BIN)/pytest -q $(XDIST) -m "slow or not slow"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py

@@ -109,7 +109,6 @@ def test_running_the_grid_again_skips_finished_cells(grid):
     assert (progress.read_bytes(), progress.stat().st_mtime_ns, (out / "summary.csv").read_text()) == before
 
 
-@pytest.mark.slow  # 15-31 s; `make test-all` runs it (test_sweep kills and resumes a grid in `make test`)
 def test_an_interrupted_cell_resumes_or_starts_again(tmp_path):
     out = tmp_path / "out"
     args = ["compare", "--methods", "uniform", "--envs", "Pendulum-v1", "--seeds", "2", "--reps", "100",

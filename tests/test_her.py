@@ -133,7 +133,6 @@ HER_RUN = {"env": "FetchReach-v4", "her": "future", "replay": "lcer_rm", "seeds"
            "agent.hidden_sizes": [16, 16], "replay.clusters": 8}
 
 
-@pytest.mark.slow  # `make test-all`; the plain and meta SIGKILL resumes stay in `make test`
 def test_her_with_lcer_resumes_exactly_after_sigkill(tmp_path):
     ref, _ = resumed_equals_uninterrupted(HER_RUN, tmp_path, step=250)
     x = checkpoint_arrays(ref["run_dir"])
