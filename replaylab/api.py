@@ -5,7 +5,9 @@ and the git commit), ``progress.csv``, ``tensorboard/`` and ``checkpoints/``.
 
 Every run is built by ``_build``, which checks that its training state fits in memory
 before anything is allocated (``check_memory``), so ``train``, ``resume`` and ``evaluate``
-refuse an impossible run with one line instead of failing inside XLA.
+refuse an impossible run with one line instead of failing inside XLA. Processes on one
+machine take turns from that check to the allocation (``memory_turn``), so the cells of a
+local sweep do not all pass it against the same free memory and then exhaust it together.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import fcntl
 import json
 import os
 import subprocess
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import jax
 import numpy as np
@@ -74,21 +77,24 @@ def train(config: Config | Mapping[str, Any] | str | None = None, **overrides) -
     _refuse_taken(run_dir)  # before building anything
     cfg = cfg.replace(run_dir=str(run_dir))
     enable_compilation_cache()
-    trainer = _build(cfg, run_dir)  # refuses a run that cannot fit before its directory exists
+    trainer, allocated = _build(cfg, run_dir)  # refuses a run that cannot fit before its directory exists
     record = {**cfg.to_flat(), "replaylab_version": __version__, "git_commit": _git_commit()}
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
-        raise ConfigError(f"run_dir={show_value(str(run_dir))}: cannot write the run there "
-                          f"({getattr(e, 'strerror', None) or e})") from None
-    with exclusive(run_dir):
-        _refuse_taken(run_dir)  # again under the lock: another train of this run_dir may have begun
         try:
-            write_atomic(run_dir / "config.json", json.dumps(record, indent=1) + "\n")
-        except OSError as e:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
             raise ConfigError(f"run_dir={show_value(str(run_dir))}: cannot write the run there "
-                              f"({e.strerror or e})") from None
-        return trainer.run()
+                              f"({getattr(e, 'strerror', None) or e})") from None
+        with exclusive(run_dir):
+            _refuse_taken(run_dir)  # again under the lock: another train of this run_dir may have begun
+            try:
+                write_atomic(run_dir / "config.json", json.dumps(record, indent=1) + "\n")
+            except OSError as e:
+                raise ConfigError(f"run_dir={show_value(str(run_dir))}: cannot write the run there "
+                                  f"({e.strerror or e})") from None
+            return trainer.run(allocated=allocated)
+    finally:
+        allocated()
 
 
 def _refuse_taken(run_dir: Path) -> None:
@@ -120,10 +126,13 @@ def resume(run_dir: str | Path) -> Run:
     """Continue a run from its newest valid checkpoint, exactly as if never interrupted."""
     cfg = load_run_config(run_dir)
     enable_compilation_cache()
-    trainer = _build(cfg, Path(run_dir))
-    with exclusive(Path(run_dir)):
-        _check_logs(trainer)
-        return trainer.run(resume=True)
+    trainer, allocated = _build(cfg, Path(run_dir))
+    try:
+        with exclusive(Path(run_dir)):
+            _check_logs(trainer)
+            return trainer.run(resume=True, allocated=allocated)
+    finally:
+        allocated()
 
 
 @contextmanager
@@ -166,12 +175,41 @@ def _check_logs(trainer: Trainer) -> None:
                                f"env_step to {trainer.columns[-1]}); the file is damaged, so the run cannot go on")
 
 
-def _build(cfg: Config, run_dir: Path) -> Trainer:
+def _build(cfg: Config, run_dir: Path) -> tuple[Trainer, Callable[[], None]]:
     """The run's Trainer (environments and compiled functions, nothing allocated on the
-    device yet), once ``check_memory`` has passed."""
+    device yet), once ``check_memory`` has passed, and the call that ends this process's
+    memory turn: call it once the state is allocated (calling it again does nothing)."""
     trainer = Trainer(cfg, run_dir)
-    check_memory(trainer)
-    return trainer
+    end_turn = memory_turn()
+    try:
+        check_memory(trainer)
+    except BaseException:
+        end_turn()
+        raise
+    return trainer, end_turn
+
+
+MEMORY_TURN = "replaylab-memory.lock"
+
+
+def memory_turn() -> Callable[[], None]:
+    """Wait for this machine's memory turn: an flock on ``MEMORY_TURN`` in the temporary
+    directory, held from ``check_memory`` until the state is allocated, so that a second
+    process checks the memory the first has already taken. A turn lasts one allocation (a
+    fraction of a second to seconds); the lock goes with the process, however it ends. Returns the call that releases it; where the file cannot be opened
+    (another user's, say), no turn is taken and the check is per process as before."""
+    try:
+        fd = os.open(Path(tempfile.gettempdir()) / MEMORY_TURN, os.O_RDONLY | os.O_CREAT, 0o666)
+    except OSError:
+        return lambda: None
+    fcntl.flock(fd, fcntl.LOCK_EX)  # silent: an error after the wait stays one line
+    held = [fd]
+
+    def end_turn() -> None:
+        if held:
+            os.close(held.pop())
+
+    return end_turn
 
 
 def memory_available() -> int | None:
@@ -284,9 +322,12 @@ def evaluation(run_dir: str | Path, episodes: int | None = None, video: str | No
     if episodes is not None:
         cfg = cfg.replace(**{"adapt_episodes" if cfg.is_meta else "eval_episodes": episodes})
     enable_compilation_cache()
-    trainer = _build(cfg, Path(run_dir))
-    state, _, meta, _ = checkpoint.load_latest(trainer.ckpt_root, trainer.learner.init_shapes(cfg.seeds),
-                                               {"eval_round": int})
+    trainer, allocated = _build(cfg, Path(run_dir))
+    try:
+        state, _, meta, _ = checkpoint.load_latest(trainer.ckpt_root, trainer.learner.init_shapes(cfg.seeds),
+                                                   {"eval_round": int})
+    finally:
+        allocated()
     frames: list[np.ndarray] = []
     on_frame = None
     if video:

@@ -136,13 +136,44 @@ def test_a_run_dir_taken_while_this_train_was_building_is_not_overwritten(small,
     build = api._build
 
     def build_while_another_takes_the_dir(c, run_dir):
-        trainer = build(c, run_dir)
+        built = build(c, run_dir)
         run_dir.mkdir(parents=True)
         (run_dir / "config.json").write_text('{"theirs": true}')  # the other train got there first
-        return trainer
+        return built
 
     monkeypatch.setattr(api, "_build", build_while_another_takes_the_dir)
     with pytest.raises(ConfigError, match="already holds a run"):
         replaylab.train(cfg)
     assert (Path(cfg["run_dir"]) / "config.json").read_text() == '{"theirs": true}'
     assert not (Path(cfg["run_dir"]) / "progress.csv").exists()
+
+
+def test_processes_take_turns_from_the_memory_check_to_the_allocation(small, tmp_path):
+    """While another process holds this machine's memory turn, a train waits for it before its
+    memory check (its flock request shows as blocked in /proc/locks) and writes nothing; once
+    the turn is free it checks, allocates and trains to the end."""
+    from replaylab.api import MEMORY_TURN
+
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY "
+                               "| os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); "
+                               "sys.stdin.readline()", str(tmp_path / MEMORY_TURN)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    cfg = small(total_steps=300, eval_interval=300, checkpoint_interval=300)
+    proc = subprocess.Popen([sys.executable, "-m", "replaylab.cli", "train", *overrides(cfg)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(tmp_path)})  # the turn's file lives in TMPDIR
+    try:
+        deadline = time.time() + 120
+        while f"-> FLOCK  ADVISORY  WRITE {proc.pid} " not in Path("/proc/locks").read_text():
+            assert proc.poll() is None and time.time() < deadline, "the train never waited for the turn"
+            time.sleep(0.05)
+        assert not Path(cfg["run_dir"]).exists()
+        holder.communicate("go\n", timeout=10)  # the holder ends, and its turn with it
+        _, err = proc.communicate(timeout=240)
+    finally:
+        for p in (holder, proc):
+            if p.poll() is None:
+                p.kill()
+    assert proc.returncode == 0, err
+    assert (Path(cfg["run_dir"]) / "checkpoints" / "step_0000000300").exists()

@@ -198,10 +198,11 @@ class Trainer:
         return EpisodeStarts(now=begins, new_task=flags[:, 0] & begins, prior=flags[:, 1])
 
     # -- start and resume --------------------------------------------------------------
-    def _fresh(self) -> tuple[object, HostState]:
+    def _fresh(self, allocated: Callable[[], None]) -> tuple[object, HostState]:
         S = len(self.seeds)
         obs = np.stack([self._reset_env(i, 0) for i in range(S)])
         state = self.learner.init(self.seeds)
+        allocated()
         starts = self._starts(np.ones(S, bool), np.zeros(S, np.int64))
         state, pending = self.learner.act(state, obs, starts, self.cfg.warmup_steps > 0)
         host = HostState(obs=obs, pending=np.asarray(pending), episode=np.zeros(S, np.int64),
@@ -209,9 +210,10 @@ class Trainer:
                          last_train_return=np.full(S, np.nan))
         return state, host
 
-    def _restore(self) -> tuple[object, HostState]:
+    def _restore(self, allocated: Callable[[], None]) -> tuple[object, HostState]:
         template = self.learner.init_shapes(len(self.seeds))
         state, arrays, meta, path = checkpoint.load_latest(self.ckpt_root, template, HostState.META_TYPES)
+        allocated()
         self.last_checkpoint = path
         host = HostState.from_checkpoint(arrays, meta)
         for i, (env, s) in enumerate(zip(self.envs, self.seeds)):
@@ -225,9 +227,11 @@ class Trainer:
         return state, host
 
     # -- the loop -------------------------------------------------------------------------
-    def run(self, resume: bool = False) -> Run:
+    def run(self, resume: bool = False, allocated: Callable[[], None] = lambda: None) -> Run:
+        """Train to ``total_steps`` (from the newest checkpoint if ``resume``); ``allocated``
+        is called once the training state exists (``api.memory_turn`` ends there)."""
         cfg = self.cfg
-        state, h = self._restore() if resume else self._fresh()
+        state, h = self._restore(allocated) if resume else self._fresh(allocated)
         csv = ProgressCSV(self.run_dir / "progress.csv", self.columns, keep_rows=h.csv_rows if resume else None)
         self.protocol.open_log(self.run_dir, self.seeds, h.eval_round if resume else None)
         logs = Loggers(self.run_dir, cfg.to_flat(), cfg.tensorboard, cfg.wandb, cfg.wandb_mode, cfg.wandb_project,
