@@ -1,15 +1,19 @@
-"""Reference returns on meta:toy1d-sparse's test goals, for reading its claim check.
+"""Reference returns on a one-sided toy task's test goals, for reading its results.
 
 - task-blind: the best policy of the kind "walk to one point and stay", the point chosen
   for these test goals;
-- search: walk right at full speed until rewarded, then step onto the goal and stay.
+- search (toy1d-sparse): walk right at full speed until rewarded, then step onto the goal
+  and stay;
+- oracle (toy1d): walk straight to the goal at full speed and stay.
 
-    python benchmarks/sparse_toy_baselines.py
+    python benchmarks/sparse_toy_baselines.py                      # toy1d-sparse's claim check
+    python benchmarks/sparse_toy_baselines.py toy1d 8              # the learning tests' 8 test goals
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,20 +38,26 @@ def search(goal: float, length: int) -> np.ndarray:
     return np.array(path)
 
 
-def main() -> None:
-    env = make_meta_env("toy1d-sparse")  # the default task sets, as in configs/compare_sparse_toy.yaml
+def main(family: str = "toy1d-sparse", test_tasks: int | None = None) -> None:
+    env = make_meta_env(family, **({"num_test": test_tasks} if test_tasks else {}))  # default task sets
     goals, length = env.tasks.params[env.tasks.test_ids, 0], env.episode_length
     blind = max((np.mean([episode_return(env, walk_to(x, length), g) for g in goals]), x)
                 for x in np.linspace(0.0, 10.0, 201))
-    found = np.mean([episode_return(env, search(g, length), g) for g in goals])
-    print(f"{len(goals)} test goals, {length}-step episodes")
+    print(f"{family}: {len(goals)} test goals, {length}-step episodes")
     print(f"task-blind (walk to {blind[1]:.2f} and stay): {blind[0]:.1f}")
-    print(f"search (walk right until rewarded, step onto the goal, stay): {found:.1f}")
-    out = Path("benchmarks/results/sparse_toy_baselines.json")
-    out.write_text(json.dumps({"test_goals": len(goals), "task_blind": blind[0], "task_blind_point": blind[1],
-                               "search": found}, indent=1) + "\n")
+    result = {"env": family, "test_goals": len(goals), "task_blind": blind[0], "task_blind_point": blind[1]}
+    if "sparse" in family:
+        result["search"] = np.mean([episode_return(env, search(g, length), g) for g in goals])
+        print(f"search (walk right until rewarded, step onto the goal, stay): {result['search']:.1f}")
+        out = Path("benchmarks/results/sparse_toy_baselines.json")
+    else:
+        straight = [np.minimum(np.arange(1, length + 1), g) for g in goals]  # full speed, then stay
+        result["oracle"] = np.mean([episode_return(env, path, g) for path, g in zip(straight, goals)])
+        print(f"oracle (walk straight to the goal at full speed and stay): {result['oracle']:.1f}")
+        out = Path(f"benchmarks/results/{family}_baselines.json")
+    out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-    main()
+    main(*(int(a) if a.isdigit() else a for a in sys.argv[1:]))

@@ -35,7 +35,7 @@ def rollout(env, acts, seed, task, pool=None):
 
 def test_family_table_matches_the_envs():
     rows = {row["name"]: row for row in family_table()}
-    assert set(rows) == set(NAMES) and len(NAMES) == 16
+    assert set(rows) == set(NAMES) and len(NAMES) == 17
     for name, row in rows.items():
         env = make_meta_env(name)
         assert (row["obs_dim"], row["act_dim"], row["info_dim"]) == (env.obs_dim, env.act_dim, env.info_dim)
@@ -102,6 +102,21 @@ def test_reward_fn_recomputes_and_relabels(name):
     np.testing.assert_array_equal(np.asarray(t_b), term_b)
     if "sparse" not in name:  # (random actions rarely get within a sparse radius: see test_reward_formulas)
         assert not np.allclose(rew_b, rew)
+
+
+def test_toy1d_is_smrls_factory():
+    """SMRL's toy1d: goals in [0.1, 10] and positions clipped to [0.1, 10] from a start at 0;
+    toy1d-twosided keeps [-10, 10] for both."""
+    env = make_meta_env("toy1d")
+    goals = env.tasks.params[:, 0]
+    assert goals.min() >= 0.1 and goals.max() <= 10.0
+    assert env.reset(0, 0)[0] == 0.0
+    nxt, r, *_ = env.step(np.array([-1.0], np.float32))  # into the wall at 0.1
+    assert nxt[0] == pytest.approx(0.1) and r == pytest.approx(-(goals[0] - 0.1), abs=1e-5)
+    two = make_meta_env("toy1d-twosided")
+    two.reset(0, 0)
+    assert two.step(np.array([-1.0], np.float32))[0][0] == pytest.approx(-1.0)
+    assert two.tasks.params.min() < 0 < two.tasks.params.max()
 
 
 def _info(env, **values):

@@ -35,7 +35,7 @@ Where we differ from the original, and why:
 - One ELBO step per agent update, on the agent's batch (its rows are the targets, their
   windows the contexts), instead of 5 VAE steps per 10 policy steps on a separate
   inference buffer; the encoder therefore sees the agent's replay distribution.
-- The symmetric encoder (``symmetric``, for toy1d, where negating s, a and s' maps a
+- The symmetric encoder (``symmetric``, for toy1d-twosided, where negating s, a and s' maps a
   task to its mirror image) is the plain GRU encoder averaged over the group
   {identity, negation}: mean(x) = (m(x) - m(-x)) / 2, log var(x) = (v(x) + v(-x)) / 2.
   The original builds equivariant layers (BasisLinear / an equivariant GRU from the
@@ -89,7 +89,7 @@ def features(tr: Transition) -> jax.Array:
 
 
 def mirror(tr: Transition) -> Transition:
-    """toy1d's symmetry: observations and actions negated, rewards and flags unchanged."""
+    """toy1d-twosided's symmetry: observations and actions negated, rewards and flags unchanged."""
     return tr.replace(obs=-tr.obs, action=-tr.action, next_obs=-tr.next_obs)
 
 
@@ -181,7 +181,7 @@ class SMRL(WindowInference):
     targets: int = opt(5, "target transitions per row, from the row's task (SMRL's prediction_target_size)",
                        min=1)
     lr: float = opt(3e-4, "encoder and decoder Adam learning rate", min=0.0)
-    symmetric: bool = opt(False, "encoder equivariant to negating s, a, s' (toy1d): the mean flips sign, "
+    symmetric: bool = opt(False, "encoder equivariant to negating s, a, s' (toy1d-twosided): the mean flips sign, "
                           "the variance is unchanged")
 
     needs_obs_grad: ClassVar[bool] = False

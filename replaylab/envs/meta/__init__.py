@@ -1,7 +1,7 @@
 """Meta-RL environment families (``env=meta:NAME``): PEARL, DMRLAD and SMRL tasks.
 
-No MuJoCo: toy1d, toy2d, point-robot, sparse-point-robot. Gymnasium v5 MuJoCo models:
-cheetah-{vel,dir,goal,vel-sparse,goal-sparse}, ant-{vel,dir,goal,vel-sparse,goal-sparse}.
+No MuJoCo: toy1d (and -twosided, -onesided, -sparse), toy2d, point-robot, sparse-point-robot.
+Gymnasium v5 MuJoCo models: cheetah-{vel,dir,goal,vel-sparse,goal-sparse}, ant-{vel,dir,goal,vel-sparse,goal-sparse}.
 See ``base`` for the interface and ``family_table()`` for the list.
 """
 

@@ -1,11 +1,15 @@
 """SMRL's toy goal-reaching tasks (``meta_envs/toy_goal``): a point on a line or in a plane.
 
-Ranges: metarl.md lists ``pos in [0.1, 10]`` for SMRL's ``toy1d`` factory, which we could not
-verify and which would exclude a start at 0; we use the symmetric range [-10, 10] of its
-``toy1d_rand`` factory with ``toy1d``'s max_action 1, and a fixed start at the origin (the
-``_rand`` factories are the ones that randomise it). Goals are uniform over the position range
-(task_scale 1). Episodes last 100 steps. SMRL's ``toy1d`` factory also resampled the task every
-1000 steps; here in-episode switches are opt-in (``change_steps``).
+Ranges: SMRL's ``toy1d`` factory (``configs/environment_factory.py``) builds ``Toy1D`` with
+``min_pos`` 0.1, ``max_pos`` 10, ``max_action`` 1 and goals uniform over the positions, and
+the class starts its state at 0: every goal lies to the right of the start, so the first
+reward says where the goal is. ``toy1d`` is that; ``toy1d-twosided`` is ours, the symmetric
+range [-10, 10] of SMRL's ``toy1d_rand`` factory with ``toy1d``'s max_action 1 and fixed
+start (a single transition is then ambiguous: the goal is at s' +- |r|), and
+``toy1d-onesided`` is ``toy1d`` without its wall at 0.1 (positions in [-10, 10]), the env of
+our earlier results. Goals are uniform over the goal range (task_scale 1). Episodes last 100
+steps. SMRL's ``toy1d`` factory also resampled the task every 1000 steps; here in-episode
+switches are opt-in (``change_steps``).
 """
 
 from __future__ import annotations
@@ -46,9 +50,9 @@ class PointMass(MetaEnv):
         return reward, no_termination(xp, reward)
 
 
-@register("toy1d", num_train=100, num_test=25, episode_length=100)
-class Toy1D(PointMass):
-    """SMRL Toy1D: s in [-10, 10], s' = clip(s + a), |a| <= 1, start 0; goal ~ U(-10, 10); r = -|s' - g|."""
+@register("toy1d-twosided", num_train=100, num_test=25, episode_length=100)
+class Toy1DTwoSided(PointMass):
+    """Toy1D on [-10, 10] (ours): s' = clip(s + a), |a| <= 1, start 0; goal ~ U(-10, 10); r = -|s' - g|."""
 
     obs_dim = act_dim = info_dim = 1
     param_names = ("goal",)
@@ -57,10 +61,17 @@ class Toy1D(PointMass):
     response = ("position", lambda obs, info: info[..., 0], 0)
 
 
+@register("toy1d", num_train=100, num_test=25, episode_length=100)
+class Toy1D(Toy1DTwoSided):
+    """SMRL's toy1d: s in [0.1, 10], s' = clip(s + a), |a| <= 1, start 0; goal ~ U(0.1, 10); r = -|s' - g|."""
+
+    param_low, param_high = 0.1, 10.0
+    bounds = (0.1, 10.0)
+
+
 @register("toy1d-onesided", num_train=100, num_test=25, episode_length=100)
-class Toy1DOneSided(Toy1D):
-    """SMRL's one-sided Toy1D option: goals ~ U(0, 10] only, so one step's reward says where
-    the goal is (there is no mirror-image goal); otherwise as ``toy1d``."""
+class Toy1DOneSided(Toy1DTwoSided):
+    """``toy1d`` without the wall at 0.1: goals ~ U(0.1, 10], positions in [-10, 10], start 0."""
 
     param_low, param_high = 0.1, 10.0
 
