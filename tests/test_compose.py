@@ -1,5 +1,6 @@
-"""HER, BIER and MBPO with TD3, DDPG and DSAC at 4 updates per step: the compositions the
-learning and resume tests (all SAC) do not reach."""
+"""HER, BIER and MBPO with TD3, DDPG and DSAC at 4 updates per step, and HER on the
+shadow-hand tasks: the compositions the learning and resume tests (all SAC, HER on Fetch) do
+not reach."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ COMMON = {"seeds": 2, "total_steps": 200, "warmup_steps": 100, "eval_interval": 
           "progress_bar": False, "tensorboard": False, "agent.hidden_sizes": [16, 16]}
 RUNS = {
     "her": {"env": "FetchReach-v4", "her": "future", "replay": "nmer", "replay.refresh_every": 50},
+    "her-hand-reach": {"env": "HandReach-v3", "her": "future"},
+    "her-pen": {"env": "HandManipulatePen-v1", "her": "final", "replay": "lcer_rm", "replay.refresh_every": 50},
     "mbpo+bier": {"env": "Hopper-v5", "model": "mbpo", "replay": "bier", "replay.refresh_every": 50,
                   "model.ensemble": 3, "model.elites": 2, "model.hidden": 16, "model.layers": 2,
                   "model.rollout_batch": 64, "model.train_every": 100, "model.max_epochs": 3},
@@ -24,7 +27,8 @@ RUNS = {
 # MBPO + BIER cell; the rest (17-48 s each with a cold compile cache) run in `make test-all`.
 slow = pytest.mark.slow
 CELLS = [("her", "td3"), pytest.param("her", "ddpg", marks=slow), pytest.param("her", "dsac", marks=slow),
-         ("mbpo+bier", "td3"), pytest.param("mbpo+bier", "dsac", marks=slow)]
+         ("mbpo+bier", "td3"), pytest.param("mbpo+bier", "dsac", marks=slow),
+         ("her-hand-reach", "sac"), ("her-pen", "sac")]
 
 
 @pytest.mark.parametrize("run,agent", CELLS)
@@ -39,7 +43,7 @@ def test_goal_relabelling_model_data_and_gp_mixup_train_with_every_agent(agent, 
     for r in rows:
         assert r["updates"] == 4 * 101, r  # replay_ratio updates per step from the warm-up's last step on
         assert np.isfinite(r["critic_loss"]) and np.isfinite(r["q"]), r
-        if run == "her":
+        if run.startswith("her"):
             assert 0.0 <= r["success_rate"] <= 1.0
         else:
             assert r["model_epochs"] >= 1 and np.isfinite(r["model_holdout_mse"]), r

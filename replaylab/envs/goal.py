@@ -124,22 +124,66 @@ def distance_reward(threshold: float, sparse: bool) -> Callable:
     return reward
 
 
-def pose_reward(pos_threshold: float, rot_threshold: float, use_pos: bool, use_rot: bool, sparse: bool) -> Callable:
+def pose_reward(pos_threshold: float, rot_threshold: float, use_pos: bool, use_rot: bool, sparse: bool,
+                ignore_z: bool = False) -> Callable:
     """HandManipulate: goals are (position, quaternion w-first); the rotation distance is
-    2 arccos of the real part of q_a * conj(q_b), i.e. of <q_a, q_b>, clipped as the env
-    does (so q and -q count as different, as there)."""
+    the angle of q_a * conj(q_b), 2 arccos of its real part <q_a, q_b> (so q and -q count
+    as different, as in the env). With ``ignore_z`` (the Pen tasks)
+    q_a first takes q_b's z angle, in the env's xyz Euler angles.
+    The env's own batched ``compute_reward`` gets that case wrong: it overwrites the third
+    row of the batch (``euler_a[2] = euler_b[2]``), not the z angle; ours does what one row
+    does, per row."""
     import jax.numpy as jnp
 
     def reward(achieved, goal):
         zero = jnp.zeros(achieved.shape[:-1], achieved.dtype)
         d_pos = jnp.linalg.norm(achieved[..., :3] - goal[..., :3], axis=-1) if use_pos else zero
-        cos = jnp.clip(jnp.sum(achieved[..., 3:] * goal[..., 3:], axis=-1), -1.0, 1.0)
-        d_rot = 2.0 * jnp.arccos(cos) if use_rot else zero
+        q_a, q_b = achieved[..., 3:], goal[..., 3:]
+        if ignore_z:
+            (xa, ya, _), (_, _, zb) = quat_to_euler(q_a), quat_to_euler(q_b)
+            q_a = euler_to_quat(xa, ya, zb)
+        # q_a * conj(q_b) = (w, v); the env takes 2 arccos(w), the same angle for unit
+        # quaternions as 2 atan2(|v|, w), which keeps float32 accurate near 0
+        w = jnp.sum(q_a * q_b, axis=-1)
+        v = q_b[..., :1] * q_a[..., 1:] - q_a[..., :1] * q_b[..., 1:] - jnp.cross(q_a[..., 1:], q_b[..., 1:])
+        d_rot = 2.0 * jnp.arctan2(jnp.linalg.norm(v, axis=-1), w) if use_rot else zero
         if sparse:
             return ((d_pos < pos_threshold) & (d_rot < rot_threshold)).astype(jnp.float32) - 1.0
         return -(10.0 * d_pos + d_rot)
 
     return reward
+
+
+def quat_to_euler(q):
+    """Euler angles (x, y, z) of quaternions (w, x, y, z), read off their rotation matrices in
+    gymnasium-robotics' convention (``utils.rotations.quat2euler``), gimbal-lock branch
+    included (x = 0 where cos y is about 0)."""
+    import jax.numpy as jnp
+
+    w, x, y, z = (q[..., i] for i in range(4))
+    s = 2.0 / jnp.sum(q * q, axis=-1)  # 2 / |q|^2: a quaternion need not be unit length
+    m00, m01, m02 = 1 - s * (y * y + z * z), s * (x * y - w * z), s * (x * z + w * y)
+    m10, m11, m12 = s * (x * y + w * z), 1 - s * (x * x + z * z), s * (y * z - w * x)
+    m22 = 1 - s * (x * x + y * y)
+    cos_y = jnp.sqrt(m22 * m22 + m12 * m12)
+    regular = cos_y > 4 * np.finfo(np.float64).eps
+    ex = jnp.where(regular, -jnp.arctan2(m12, m22), 0.0)
+    ey = -jnp.arctan2(-m02, cos_y)
+    ez = jnp.where(regular, -jnp.arctan2(m01, m00), -jnp.arctan2(-m10, m11))
+    return ex, ey, ez
+
+
+def euler_to_quat(ex, ey, ez):
+    """The inverse of ``quat_to_euler``: the unit quaternion (w, x, y, z) of angles (x, y, z)."""
+    import jax.numpy as jnp
+
+    hx, hy, hz = ex / 2, -ey / 2, ez / 2
+    cx, sx, cy, sy, cz, sz = jnp.cos(hx), jnp.sin(hx), jnp.cos(hy), jnp.sin(hy), jnp.cos(hz), jnp.sin(hz)
+    w = cy * cz * cx + sy * sz * sx
+    qx = cy * cz * sx - sy * sz * cx
+    qy = -(cy * sz * sx + sy * cz * cx)
+    qz = cy * sz * cx - sy * cz * sx
+    return jnp.stack([w, qx, qy, qz], axis=-1)
 
 
 def device_reward(env_id: str, unwrapped) -> Callable:
@@ -149,11 +193,9 @@ def device_reward(env_id: str, unwrapped) -> Callable:
     if "Fetch" in name or "HandReach" in name:
         return distance_reward(float(unwrapped.distance_threshold), sparse)
     if "Manipulate" in name:
-        if getattr(unwrapped, "ignore_z_target_rotation", False):
-            raise ConfigError(f"env={env_id}: goals that ignore the z rotation have no device reward in replaylab "
-                              "yet; use a HandManipulate task with full rotation targets (e.g. HandManipulateBlock-v1)")
         return pose_reward(float(unwrapped.distance_threshold), float(unwrapped.rotation_threshold),
-                            unwrapped.target_position != "ignore", unwrapped.target_rotation != "ignore", sparse)
+                           unwrapped.target_position != "ignore", unwrapped.target_rotation != "ignore", sparse,
+                           bool(getattr(unwrapped, "ignore_z_target_rotation", False)))
     raise ConfigError(f"env={env_id}: a goal env replaylab has no device reward for; supported: the Fetch, "
                       "HandReach and HandManipulate tasks of gymnasium-robotics")
 
