@@ -28,8 +28,9 @@ chromium:
 	echo "chromium could not be installed (needs apt-get as root); tests/test_report.py will skip its browser check"
 
 # The test suite (< 15 minutes on 2 cores), one pytest-xdist worker per core (at most 4:
-# each worker is a JAX process with its own compiled functions).
-XDIST := -n auto --maxprocesses 4
+# each worker is a JAX process with its own compiled functions); tests of one xdist_group
+# (the Ray ones, which share /tmp/ray) run on one worker.
+XDIST := -n auto --maxprocesses 4 --dist loadgroup
 
 test: $(STAMP) chromium
 	$(BIN)/pytest -q $(XDIST)

@@ -4,7 +4,8 @@ HalfCheetah dimensions (obs 17, act 6), batch 256, 2x256 networks, one seed; buf
 100k and 1M rows filled with real HalfCheetah-v5 transitions (random actions; beyond the
 first 100k the data is repeated with 1% jitter). For each method, buffer size and replay
 ratio RR it times the per-env-step compiled call (add one transition, RR updates) and
-one index upkeep (``refresh``: NMER's neighbour-table rebuild, LCER's k-means refit), and
+one index upkeep (``refresh``: NMER's neighbour-table rebuild, LCER's k-means refit; the
+faster of two timed calls after the compiling one), and
 reports the time per update with the upkeep amortised over its interval:
 
     per_update = (step_time + refresh_time / refresh_interval) / RR
@@ -20,7 +21,8 @@ search for an episode's extent takes 10 steps here, 6 for Fetch's 50).
 ``mbpo`` is uniform replay with ``model=mbpo`` at its defaults (7 x 4 x 200 ensemble,
 100k rollouts every 250 steps, 5% real rows). Its upkeep (fit, then roll out) is timed in
 parts on the same buffer: the fixed work, one training epoch over the buffer and one
-rollout step, from fits cut at 1 and 2 epochs and rollouts of 1 and 2 steps. A fit runs
+rollout step, from fits cut at 1 and 2 epochs and rollouts of 1 and 2 steps (medians of
+3 timed calls each, after the compiling one). A fit runs
 until 5 epochs pass without a 1% holdout gain, so it takes at least 6 epochs; the upkeep is
 amortised as base + 6 epochs + k steps over 250 env steps, at k = 1 (MBPO's first 20k
 steps) and k = 15 (its longest rollouts; ``per_update_ms_k15``).
@@ -162,21 +164,23 @@ def time_model_upkeep(case: Case, model, agent) -> dict:
         ens, buf, obs, length, key, functools.partial(agent.explore, agent_state)), donate_argnums=1)
     starts = one.storage.data.obs[:model.rollout_batch]
 
-    def timed(fn, *args):  # the first call compiles, the second is timed
-        jax.block_until_ready(fn(*args))
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(fn(*args))
-        return time.perf_counter() - t0, out
+    def timed(fn, *args, reps: int = 3):  # the first call compiles; the median of the next reps
+        out, times = jax.block_until_ready(fn(*args)), []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            out = jax.block_until_ready(fn(*args))
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times)), out
 
     key = jax.random.PRNGKey(0)
     fit1, ens = timed(fits[1], one.model.ensemble, x, y, one.storage.size, key)
     fit2, _ = timed(fits[2], one.model.ensemble, x, y, one.storage.size, key)
     buf, rolls = one.model.buffer, {}
-    for length in (1, 2, 1, 2, 1, 2):  # the model buffer is donated, as in the learner: no copy
+    for length in (1, 2) * 4:  # the model buffer is donated, as in the learner: no copy
         t0 = time.perf_counter()
         buf, _ = jax.block_until_ready(roll(ens, buf, starts, length, key, one.agent))
         rolls.setdefault(length, []).append(time.perf_counter() - t0)
-    roll1, roll2 = min(rolls[1][1:]), min(rolls[2])  # the first call compiles
+    roll1, roll2 = (float(np.median(rolls[k][1:])) for k in (1, 2))  # each length's first call compiles
     epoch, step = fit2 - fit1, roll2 - roll1
     base = fit1 - epoch + roll1 - step
     upkeep = base + 6 * epoch + step

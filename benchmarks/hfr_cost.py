@@ -45,7 +45,7 @@ def measure(family: str, tasks: int, episodes: int = 40, repeats: int = 5) -> di
                      "tensorboard": False, "inference.latent_dim": 2})
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, Path(tmp))
-        state, h = trainer._fresh(lambda: None)
+        state, h = trainer._fresh()
         for _ in range(episodes * cfg.episode_length):  # random-policy episodes, as in the warm-up
             tr, act_obs, starts = trainer._step_envs(h)
             state = trainer.learner.store(state, tr)

@@ -6,8 +6,9 @@ and the git commit), ``progress.csv``, ``tensorboard/`` and ``checkpoints/``.
 Every run is built by ``_build``, which checks that its training state fits in memory
 before anything is allocated (``check_memory``), so ``train``, ``resume`` and ``evaluate``
 refuse an impossible run with one line instead of failing inside XLA. Processes on one
-machine take turns from that check to the allocation (``memory_turn``), so the cells of a
-local sweep do not all pass it against the same free memory and then exhaust it together.
+machine then take turns to check again and allocate (``memory_reserved``), so the cells of
+a local sweep do not all pass the check against the same free memory and then exhaust it
+together.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import fcntl
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import jax
 import numpy as np
@@ -77,24 +79,21 @@ def train(config: Config | Mapping[str, Any] | str | None = None, **overrides) -
     _refuse_taken(run_dir)  # before building anything
     cfg = cfg.replace(run_dir=str(run_dir))
     enable_compilation_cache()
-    trainer, allocated = _build(cfg, run_dir)  # refuses a run that cannot fit before its directory exists
+    trainer = _build(cfg, run_dir)  # refuses a run that cannot fit before its directory exists
     record = {**cfg.to_flat(), "replaylab_version": __version__, "git_commit": _git_commit()}
     try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        raise ConfigError(f"run_dir={show_value(str(run_dir))}: cannot write the run there "
+                          f"({getattr(e, 'strerror', None) or e})") from None
+    with exclusive(run_dir):
+        _refuse_taken(run_dir)  # again under the lock: another train of this run_dir may have begun
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+            write_atomic(run_dir / "config.json", json.dumps(record, indent=1) + "\n")
+        except OSError as e:
             raise ConfigError(f"run_dir={show_value(str(run_dir))}: cannot write the run there "
-                              f"({getattr(e, 'strerror', None) or e})") from None
-        with exclusive(run_dir):
-            _refuse_taken(run_dir)  # again under the lock: another train of this run_dir may have begun
-            try:
-                write_atomic(run_dir / "config.json", json.dumps(record, indent=1) + "\n")
-            except OSError as e:
-                raise ConfigError(f"run_dir={show_value(str(run_dir))}: cannot write the run there "
-                                  f"({e.strerror or e})") from None
-            return trainer.run(allocated=allocated)
-    finally:
-        allocated()
+                              f"({e.strerror or e})") from None
+        return trainer.run(reserve=lambda: memory_reserved(trainer))
 
 
 def _refuse_taken(run_dir: Path) -> None:
@@ -126,13 +125,10 @@ def resume(run_dir: str | Path) -> Run:
     """Continue a run from its newest valid checkpoint, exactly as if never interrupted."""
     cfg = load_run_config(run_dir)
     enable_compilation_cache()
-    trainer, allocated = _build(cfg, Path(run_dir))
-    try:
-        with exclusive(Path(run_dir)):
-            _check_logs(trainer)
-            return trainer.run(resume=True, allocated=allocated)
-    finally:
-        allocated()
+    trainer = _build(cfg, Path(run_dir))
+    with exclusive(Path(run_dir)):
+        _check_logs(trainer)
+        return trainer.run(resume=True, reserve=lambda: memory_reserved(trainer))
 
 
 @contextmanager
@@ -175,41 +171,56 @@ def _check_logs(trainer: Trainer) -> None:
                                f"env_step to {trainer.columns[-1]}); the file is damaged, so the run cannot go on")
 
 
-def _build(cfg: Config, run_dir: Path) -> tuple[Trainer, Callable[[], None]]:
+def _build(cfg: Config, run_dir: Path) -> Trainer:
     """The run's Trainer (environments and compiled functions, nothing allocated on the
-    device yet), once ``check_memory`` has passed, and the call that ends this process's
-    memory turn: call it once the state is allocated (calling it again does nothing)."""
+    device yet), once ``check_memory`` has passed."""
     trainer = Trainer(cfg, run_dir)
-    end_turn = memory_turn()
-    try:
-        check_memory(trainer)
-    except BaseException:
-        end_turn()
-        raise
-    return trainer, end_turn
+    check_memory(trainer)
+    return trainer
 
 
 MEMORY_TURN = "replaylab-memory.lock"
+TURN_NOTICE_S = 60.0  # a wait this long is worth a line on stderr
 
 
-def memory_turn() -> Callable[[], None]:
-    """Wait for this machine's memory turn: an flock on ``MEMORY_TURN`` in the temporary
-    directory, held from ``check_memory`` until the state is allocated, so that a second
-    process checks the memory the first has already taken. A turn lasts one allocation (a
-    fraction of a second to seconds); the lock goes with the process, however it ends. Returns the call that releases it; where the file cannot be opened
-    (another user's, say), no turn is taken and the check is per process as before."""
+@contextmanager
+def memory_turn() -> Iterator[None]:
+    """This machine's memory turn: an flock on ``MEMORY_TURN`` in the temporary directory,
+    so that processes check the free memory and allocate one after the other. The lock goes
+    with the process, however it ends. Where the file cannot be opened or locked (another
+    user's, say), no turn is taken and the check is per process."""
     try:
         fd = os.open(Path(tempfile.gettempdir()) / MEMORY_TURN, os.O_RDONLY | os.O_CREAT, 0o666)
     except OSError:
-        return lambda: None
-    fcntl.flock(fd, fcntl.LOCK_EX)  # silent: an error after the wait stays one line
-    held = [fd]
+        yield
+        return
+    try:
+        waited, noticed = time.monotonic(), False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not noticed and time.monotonic() - waited > TURN_NOTICE_S:
+                    print(f"replaylab: waiting for another replaylab process on this machine to allocate its "
+                          f"memory ({Path(tempfile.gettempdir()) / MEMORY_TURN})", file=sys.stderr, flush=True)
+                    noticed = True
+                time.sleep(0.05)
+            except OSError:  # a filesystem without flock: no turn
+                break
+        yield
+    finally:
+        os.close(fd)
 
-    def end_turn() -> None:
-        if held:
-            os.close(held.pop())
 
-    return end_turn
+@contextmanager
+def memory_reserved(trainer: Trainer) -> Iterator[None]:
+    """Hold this machine's memory turn, check the memory again inside it (others may have
+    allocated since ``_build`` checked), and let the caller allocate the state before the
+    next process checks. A turn lasts one allocation: a fraction of a second to seconds."""
+    with memory_turn():
+        check_memory(trainer)
+        yield
 
 
 def memory_available() -> int | None:
@@ -322,12 +333,11 @@ def evaluation(run_dir: str | Path, episodes: int | None = None, video: str | No
     if episodes is not None:
         cfg = cfg.replace(**{"adapt_episodes" if cfg.is_meta else "eval_episodes": episodes})
     enable_compilation_cache()
-    trainer, allocated = _build(cfg, Path(run_dir))
-    try:
+    trainer = _build(cfg, Path(run_dir))
+    with memory_reserved(trainer):
         state, _, meta, _ = checkpoint.load_latest(trainer.ckpt_root, trainer.learner.init_shapes(cfg.seeds),
                                                    {"eval_round": int})
-    finally:
-        allocated()
+        jax.block_until_ready(state)
     frames: list[np.ndarray] = []
     on_frame = None
     if video:

@@ -180,11 +180,18 @@ def _stop(procs: Sequence[subprocess.Popen], grace: float = 30.0) -> None:
 
 def _ray_cell(job: Job, log: str, threads: int, gpu_share: float, cwd: str) -> tuple[int, int]:
     """A Ray task: run one cell's command on the node that got it (with that node's Python);
-    returns (exit code, where in the log its output starts). XLA's threads follow the CPUs
-    the task reserved; the cores are Ray's to share, not pinned."""
+    returns (exit code, where in the log its output starts). The log first names the node
+    and host. XLA's threads follow the CPUs the task reserved; the cores are Ray's to share,
+    not pinned."""
+    import socket
+
+    import ray
+
     Path(log).parent.mkdir(parents=True, exist_ok=True)
-    start = log_size(Path(log))
     with open(log, "ab") as f:
+        f.write(f"ray node {ray.get_runtime_context().get_node_id()} on {socket.gethostname()}\n".encode())
+        f.flush()
+        start = f.tell()  # the cell's own output, which a failure quotes, starts after that line
         proc = subprocess.run(worker_argv(job), stdout=f, stderr=subprocess.STDOUT, cwd=cwd,
                               env=worker_env(threads, gpu_share), preexec_fn=_child_setup(usable_cores()))
     return proc.returncode, start

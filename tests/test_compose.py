@@ -23,8 +23,9 @@ RUNS = {
 
 
 # DDPG differs from TD3 only in its update, which sees a batch, not where the batch came
-# from; its MBPO + BIER cell (42-45 s) is left to TD3's. `make test` runs one HER cell and one
-# MBPO + BIER cell; the rest (17-48 s each with a cold compile cache) run in `make test-all`.
+# from; its MBPO + BIER cell (42-45 s) is left to TD3's. `make test` runs one HER cell, one
+# MBPO + BIER cell and the two hand cells; the rest (17-48 s each with a cold compile cache)
+# run in `make test-all`.
 slow = pytest.mark.slow
 CELLS = [("her", "td3"), pytest.param("her", "ddpg", marks=slow), pytest.param("her", "dsac", marks=slow),
          ("mbpo+bier", "td3"), pytest.param("mbpo+bier", "dsac", marks=slow),

@@ -125,7 +125,8 @@ def _info(env, **values):
 
 
 @pytest.mark.parametrize("name, params, info, reward", [
-    ("toy1d", [2.0], dict(x=-1.0), -3.0),
+    ("toy1d-twosided", [2.0], dict(x=-1.0), -3.0),
+    ("toy1d", [2.0], dict(x=0.5), -1.5),
     ("toy2d", [3.0, 0.0], dict(x=0.0, y=4.0), -5.0),
     ("toy1d-sparse", [5.0], dict(x=5.75), 0.25),
     ("toy1d-sparse", [5.0], dict(x=3.9), 0.0),

@@ -148,32 +148,55 @@ def test_a_run_dir_taken_while_this_train_was_building_is_not_overwritten(small,
     assert not (Path(cfg["run_dir"]) / "progress.csv").exists()
 
 
-def test_processes_take_turns_from_the_memory_check_to_the_allocation(small, tmp_path):
-    """While another process holds this machine's memory turn, a train waits for it before its
-    memory check (its flock request shows as blocked in /proc/locks) and writes nothing; once
-    the turn is free it checks, allocates and trains to the end."""
+def _flock_holders(path: Path) -> list[int]:
+    """The pids holding an flock on ``path``'s inode, from /proc/locks."""
+    inode = os.stat(path).st_ino
+    return [int(f[4]) for f in (line.split() for line in Path("/proc/locks").read_text().splitlines())
+            if f[1] == "FLOCK" and int(f[5].split(":")[-1]) == inode]
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    fds = Path(f"/proc/{pid}/fd")
+    try:
+        return any(os.readlink(fd) == str(path) for fd in fds.iterdir())
+    except (FileNotFoundError, ProcessLookupError):  # a descriptor or the process went meanwhile
+        return False
+
+
+def test_processes_take_turns_to_check_the_memory_and_allocate(small, tmp_path):
+    """While another process holds this machine's memory turn, a train waits for it (with the
+    turn's file open) and allocates nothing; once the turn is free it checks, allocates, and
+    gives the turn back before it trains on."""
     from replaylab.api import MEMORY_TURN
 
+    turn = tmp_path / MEMORY_TURN
     holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY "
                                "| os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); "
-                               "sys.stdin.readline()", str(tmp_path / MEMORY_TURN)],
+                               "sys.stdin.readline()", str(turn)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
-    cfg = small(total_steps=300, eval_interval=300, checkpoint_interval=300)
-    proc = subprocess.Popen([sys.executable, "-m", "replaylab.cli", "train", *overrides(cfg)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TMPDIR": str(tmp_path)})  # the turn's file lives in TMPDIR
+    cfg = small(total_steps=1200, eval_interval=200, checkpoint_interval=1200)
+    proc = None
     try:
-        deadline = time.time() + 120
-        while f"-> FLOCK  ADVISORY  WRITE {proc.pid} " not in Path("/proc/locks").read_text():
-            assert proc.poll() is None and time.time() < deadline, "the train never waited for the turn"
+        assert holder.stdout.readline().strip() == "held"
+        proc = subprocess.Popen([sys.executable, "-m", "replaylab.cli", "train", *overrides(cfg)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "TMPDIR": str(tmp_path)})  # the turn's file lives in TMPDIR
+        deadline = time.time() + 240
+        while not _has_open(proc.pid, turn):
+            assert proc.poll() is None and time.time() < deadline, "the train never asked for the turn"
             time.sleep(0.05)
-        assert not Path(cfg["run_dir"]).exists()
+        assert _flock_holders(turn) == [holder.pid]
+        assert not (Path(cfg["run_dir"]) / "progress.csv").exists()  # no state yet: it waits for the turn
         holder.communicate("go\n", timeout=10)  # the holder ends, and its turn with it
+        progress = Path(cfg["run_dir"]) / "progress.csv"
+        while not progress.exists():  # training: the first evaluation's row is written
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+        assert proc.pid not in _flock_holders(turn) and not _has_open(proc.pid, turn)  # the turn was given back
         _, err = proc.communicate(timeout=240)
     finally:
         for p in (holder, proc):
-            if p.poll() is None:
+            if p is not None and p.poll() is None:
                 p.kill()
     assert proc.returncode == 0, err
-    assert (Path(cfg["run_dir"]) / "checkpoints" / "step_0000000300").exists()
+    assert (Path(cfg["run_dir"]) / "checkpoints" / "step_0000001200").exists()

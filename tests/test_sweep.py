@@ -83,7 +83,9 @@ def test_pool_sweep_killed_midway_resumes_to_the_same_summary(reference, tmp_pat
     assert summary(out) == reference
 
 
+# The Ray tests share /tmp/ray (the current cluster's address): one xdist worker runs both.
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")
 def test_ray_sweep_killed_midway_resumes_to_the_same_summary(reference, tmp_path):
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")  # the local instance the sweep joins
@@ -96,6 +98,30 @@ def test_ray_sweep_killed_midway_resumes_to_the_same_summary(reference, tmp_path
         assert summary(out) == reference
     finally:
         ray.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("ray")
+def test_ray_sweep_spreads_over_the_nodes_of_a_cluster(reference, tmp_path):
+    """A two-node Ray cluster (two raylets on this machine, one CPU each, started as on a
+    real cluster) joined by address: the cells run on both nodes, each log names its node,
+    and the summary is the uninterrupted local one."""
+    pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        out = tmp_path / "out"
+        r = subprocess.run(sweep_command(out, "--ray", cluster.address), capture_output=True, text=True,
+                           timeout=600)
+        assert r.returncode == 0, r.stderr
+        nodes = {log.read_text().split()[2] for log in (out / "logs").glob("*.log")}
+        assert len(nodes) == 2, nodes  # 3 one-CPU cells on 2 one-CPU nodes: both nodes ran cells
+        assert summary(out) == reference
+    finally:
+        cluster.shutdown()
 
 
 def test_a_failing_cell_is_reported_and_the_others_finish(tmp_path):

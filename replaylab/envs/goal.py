@@ -157,7 +157,8 @@ def pose_reward(pos_threshold: float, rot_threshold: float, use_pos: bool, use_r
 def quat_to_euler(q):
     """Euler angles (x, y, z) of quaternions (w, x, y, z), read off their rotation matrices in
     gymnasium-robotics' convention (``utils.rotations.quat2euler``), gimbal-lock branch
-    included (x = 0 where cos y is about 0)."""
+    included (x = 0 where cos y is about 0). In float32 the split of a rotation between x
+    and z is loose within about 1e-4 of gimbal lock, where the env works in float64."""
     import jax.numpy as jnp
 
     w, x, y, z = (q[..., i] for i in range(4))
@@ -166,7 +167,7 @@ def quat_to_euler(q):
     m10, m11, m12 = s * (x * y + w * z), 1 - s * (x * x + z * z), s * (y * z - w * x)
     m22 = 1 - s * (x * x + y * y)
     cos_y = jnp.sqrt(m22 * m22 + m12 * m12)
-    regular = cos_y > 4 * np.finfo(np.float64).eps
+    regular = cos_y > 4 * jnp.finfo(q.dtype).eps  # the env's 4 eps, at this precision
     ex = jnp.where(regular, -jnp.arctan2(m12, m22), 0.0)
     ey = -jnp.arctan2(-m02, cos_y)
     ez = jnp.where(regular, -jnp.arctan2(m01, m00), -jnp.arctan2(-m10, m11))

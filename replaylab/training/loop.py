@@ -25,11 +25,12 @@ the actions taken since, which works for every Gymnasium and dm_control task.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ContextManager
 
 import jax
 import numpy as np
@@ -54,6 +55,8 @@ from replaylab.training.schedule import TaskSchedule
 
 BASE_COLUMNS = ["env_step", "updates", "seed", "return_mean", "return_std", "train_return", "episodes",
                 "wall_time", "sps"]
+
+Reserve = Callable[[], ContextManager[None]]  # the context the training state is allocated in
 
 
 @dataclass
@@ -198,11 +201,11 @@ class Trainer:
         return EpisodeStarts(now=begins, new_task=flags[:, 0] & begins, prior=flags[:, 1])
 
     # -- start and resume --------------------------------------------------------------
-    def _fresh(self, allocated: Callable[[], None]) -> tuple[object, HostState]:
+    def _fresh(self, reserve: Reserve = contextlib.nullcontext) -> tuple[object, HostState]:
         S = len(self.seeds)
         obs = np.stack([self._reset_env(i, 0) for i in range(S)])
-        state = self.learner.init(self.seeds)
-        allocated()
+        with reserve():
+            state = jax.block_until_ready(self.learner.init(self.seeds))
         starts = self._starts(np.ones(S, bool), np.zeros(S, np.int64))
         state, pending = self.learner.act(state, obs, starts, self.cfg.warmup_steps > 0)
         host = HostState(obs=obs, pending=np.asarray(pending), episode=np.zeros(S, np.int64),
@@ -210,10 +213,11 @@ class Trainer:
                          last_train_return=np.full(S, np.nan))
         return state, host
 
-    def _restore(self, allocated: Callable[[], None]) -> tuple[object, HostState]:
+    def _restore(self, reserve: Reserve = contextlib.nullcontext) -> tuple[object, HostState]:
         template = self.learner.init_shapes(len(self.seeds))
-        state, arrays, meta, path = checkpoint.load_latest(self.ckpt_root, template, HostState.META_TYPES)
-        allocated()
+        with reserve():
+            state, arrays, meta, path = checkpoint.load_latest(self.ckpt_root, template, HostState.META_TYPES)
+            jax.block_until_ready(state)
         self.last_checkpoint = path
         host = HostState.from_checkpoint(arrays, meta)
         for i, (env, s) in enumerate(zip(self.envs, self.seeds)):
@@ -227,11 +231,12 @@ class Trainer:
         return state, host
 
     # -- the loop -------------------------------------------------------------------------
-    def run(self, resume: bool = False, allocated: Callable[[], None] = lambda: None) -> Run:
-        """Train to ``total_steps`` (from the newest checkpoint if ``resume``); ``allocated``
-        is called once the training state exists (``api.memory_turn`` ends there)."""
+    def run(self, resume: bool = False, reserve: Reserve = contextlib.nullcontext) -> Run:
+        """Train to ``total_steps`` (from the newest checkpoint if ``resume``). The training
+        state is allocated inside ``reserve()`` (``api.memory_reserved``: this machine's
+        memory turn, with the memory checked again)."""
         cfg = self.cfg
-        state, h = self._restore(allocated) if resume else self._fresh(allocated)
+        state, h = self._restore(reserve) if resume else self._fresh(reserve)
         csv = ProgressCSV(self.run_dir / "progress.csv", self.columns, keep_rows=h.csv_rows if resume else None)
         self.protocol.open_log(self.run_dir, self.seeds, h.eval_round if resume else None)
         logs = Loggers(self.run_dir, cfg.to_flat(), cfg.tensorboard, cfg.wandb, cfg.wandb_mode, cfg.wandb_project,
