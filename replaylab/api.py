@@ -93,7 +93,12 @@ def train(config: Config | Mapping[str, Any] | str | None = None, **overrides) -
         except OSError as e:
             raise ConfigError(f"run_dir={show_value(str(run_dir))}: cannot write the run there "
                               f"({e.strerror or e})") from None
-        return trainer.run(reserve=lambda: memory_reserved(trainer))
+        try:
+            return trainer.run(reserve=lambda: memory_reserved(trainer))
+        except ConfigError:
+            if not (run_dir / "progress.csv").exists():  # refused by the second memory check, before any
+                (run_dir / "config.json").unlink(missing_ok=True)  # state: the same train can be tried again
+            raise
 
 
 def _refuse_taken(run_dir: Path) -> None:
@@ -192,6 +197,8 @@ def memory_turn() -> Iterator[None]:
     try:
         fd = os.open(Path(tempfile.gettempdir()) / MEMORY_TURN, os.O_RDONLY | os.O_CREAT, 0o666)
     except OSError:
+        fd = None
+    if fd is None:
         yield
         return
     try:

@@ -137,7 +137,7 @@ CEMRL_BUDGET = {**TOY1D_BUDGET, "inference": "cemrl", "batch_size": 256, "infere
                 "inference.encoder_steps": 500}
 
 
-@pytest.mark.slow  # 44-48 s; `make test-all` runs it
+# 44-48 s; in `make test` (issue 9 asks for it there)
 def test_cemrl_infers_the_goal_within_an_episode_within_the_budget(tmp_path):
     run = replaylab.train({**CEMRL_BUDGET, "run_dir": str(tmp_path / "cemrl")})
     final = [r["return_mean"] for r in run.progress if r["env_step"] == 8000]

@@ -149,10 +149,11 @@ def test_a_run_dir_taken_while_this_train_was_building_is_not_overwritten(small,
 
 
 def _flock_holders(path: Path) -> list[int]:
-    """The pids holding an flock on ``path``'s inode, from /proc/locks."""
-    inode = os.stat(path).st_ino
+    """The pids holding an flock on ``path`` (its device and inode), from /proc/locks."""
+    st = os.stat(path)
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     return [int(f[4]) for f in (line.split() for line in Path("/proc/locks").read_text().splitlines())
-            if f[1] == "FLOCK" and int(f[5].split(":")[-1]) == inode]
+            if f[1] == "FLOCK" and f[5] == device]
 
 
 def _has_open(pid: int, path: Path) -> bool:
@@ -185,12 +186,13 @@ def test_processes_take_turns_to_check_the_memory_and_allocate(small, tmp_path):
         while not _has_open(proc.pid, turn):
             assert proc.poll() is None and time.time() < deadline, "the train never asked for the turn"
             time.sleep(0.05)
-        assert _flock_holders(turn) == [holder.pid]
+        time.sleep(2.0)  # long enough for a train that did not wait to allocate and write progress.csv
+        assert proc.poll() is None and _has_open(proc.pid, turn) and _flock_holders(turn) == [holder.pid]
         assert not (Path(cfg["run_dir"]) / "progress.csv").exists()  # no state yet: it waits for the turn
         holder.communicate("go\n", timeout=10)  # the holder ends, and its turn with it
         progress = Path(cfg["run_dir"]) / "progress.csv"
-        while not progress.exists():  # training: the first evaluation's row is written
-            assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+        while not progress.exists():  # allocated: progress.csv is opened right after
+            assert proc.poll() is None and time.time() < deadline, "the train ended or hung after its turn"
             time.sleep(0.05)
         assert proc.pid not in _flock_holders(turn) and not _has_open(proc.pid, turn)  # the turn was given back
         _, err = proc.communicate(timeout=240)
@@ -200,3 +202,26 @@ def test_processes_take_turns_to_check_the_memory_and_allocate(small, tmp_path):
                 p.kill()
     assert proc.returncode == 0, err
     assert (Path(cfg["run_dir"]) / "checkpoints" / "step_0000001200").exists()
+
+
+def test_a_train_refused_by_the_second_memory_check_can_be_tried_again(small, monkeypatch):
+    """The memory is checked again inside the machine's turn, after config.json is written; a
+    refusal there removes config.json, so the same train can be run again once memory is free."""
+    from replaylab import api
+    from replaylab.errors import ConfigError
+
+    check, calls = api.check_memory, []
+
+    def second_check_fails(trainer):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ConfigError("buffer_size=600: the run needs more memory than is available")
+        check(trainer)
+
+    monkeypatch.setattr(api, "check_memory", second_check_fails)
+    cfg = small(total_steps=300, eval_interval=300)
+    with pytest.raises(ConfigError, match="buffer_size=600"):
+        replaylab.train(cfg)
+    assert len(calls) == 2 and not (Path(cfg["run_dir"]) / "config.json").exists()
+    run = replaylab.train(cfg)  # memory free again (the third and fourth checks pass)
+    assert [r["env_step"] for r in run.progress][-1] == 300

@@ -219,7 +219,7 @@ SMRL_BUDGET = {**TOY1D_BUDGET, "inference": "smrl", "batch_size": 128, "inferenc
                "inference.gru_layers": 2, "inference.context_size": 10, "inference.latent_dim": 2}
 
 
-@pytest.mark.slow  # 73-117 s; `make test-all` runs it
+# 73-117 s; in `make test` (issue 9 asks for it there)
 def test_smrl_infers_the_goal_within_an_episode_within_the_budget(tmp_path):
     run = replaylab.train({**SMRL_BUDGET, "run_dir": str(tmp_path / "smrl")})
     final = [r["return_mean"] for r in run.progress if r["env_step"] == 8000]

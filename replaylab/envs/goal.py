@@ -167,7 +167,7 @@ def quat_to_euler(q):
     m10, m11, m12 = s * (x * y + w * z), 1 - s * (x * x + z * z), s * (y * z - w * x)
     m22 = 1 - s * (x * x + y * y)
     cos_y = jnp.sqrt(m22 * m22 + m12 * m12)
-    regular = cos_y > 4 * jnp.finfo(q.dtype).eps  # the env's 4 eps, at this precision
+    regular = cos_y > 4 * jnp.finfo(cos_y.dtype).eps  # the env's 4 eps, at this precision
     ex = jnp.where(regular, -jnp.arctan2(m12, m22), 0.0)
     ey = -jnp.arctan2(-m02, cos_y)
     ez = jnp.where(regular, -jnp.arctan2(m01, m00), -jnp.arctan2(-m10, m11))
