@@ -23,7 +23,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import jax
 import numpy as np
@@ -141,21 +141,30 @@ def exclusive(run_dir: Path, wait: float = 30.0) -> Iterator[None]:
     """Hold ``run_dir`` for this process while it trains (an flock on the directory, released
     when the process ends, however it ends). A second train or resume of the same run waits
     up to ``wait`` seconds, for a killed process to be gone, then fails in one line."""
+    def give_up(waited: float) -> None:
+        if waited > wait:
+            raise ConfigError(f"run_dir={run_dir}: another replaylab process is training this run; "
+                              "wait for it to end or stop it")
+
     fd = os.open(run_dir, os.O_RDONLY)
     try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise ConfigError(f"run_dir={run_dir}: another replaylab process is training this run; "
-                                      "wait for it to end or stop it") from None
-                time.sleep(0.2)
+        _flock(fd, give_up)
         yield
     finally:
         os.close(fd)
+
+
+def _flock(fd: int, waiting: Callable[[float], None]) -> None:
+    """Take an exclusive flock on ``fd``, polling; while another process holds it,
+    ``waiting(seconds waited)`` is called between polls (it may raise to give up)."""
+    start = time.monotonic()
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            waiting(time.monotonic() - start)
+            time.sleep(0.05)
 
 
 def _check_logs(trainer: Trainer) -> None:
@@ -201,20 +210,19 @@ def memory_turn() -> Iterator[None]:
     if fd is None:
         yield
         return
+    noticed = []
+
+    def notice(waited: float) -> None:
+        if waited > TURN_NOTICE_S and not noticed:
+            print(f"replaylab: waiting for another replaylab process on this machine to allocate its memory "
+                  f"({Path(tempfile.gettempdir()) / MEMORY_TURN})", file=sys.stderr, flush=True)
+            noticed.append(True)
+
     try:
-        waited, noticed = time.monotonic(), False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not noticed and time.monotonic() - waited > TURN_NOTICE_S:
-                    print(f"replaylab: waiting for another replaylab process on this machine to allocate its "
-                          f"memory ({Path(tempfile.gettempdir()) / MEMORY_TURN})", file=sys.stderr, flush=True)
-                    noticed = True
-                time.sleep(0.05)
-            except OSError:  # a filesystem without flock: no turn
-                break
+        try:
+            _flock(fd, notice)
+        except OSError:  # a filesystem without flock: no turn
+            pass
         yield
     finally:
         os.close(fd)

@@ -113,7 +113,7 @@ def resumed_equals_uninterrupted(cfg: dict, tmp_path: Path, step: int, delay: fl
 # meta:toy1d (SMRL's toy1d: goals and positions in [0.1, 10], start at 0): one step's reward
 # tells where the goal is, so online inference (SMRL, CEMRL) pays at once. On its 8 test goals
 # the best policy that ignores the task (walk to the median goal and stay) gets -194.9 per
-# episode and walking straight to each goal -11.9 (benchmarks/sparse_toy_baselines.py toy1d 8);
+# episode and walking straight to each goal -11.9 (benchmarks/toy_baselines.py toy1d 8);
 # multi-task SAC (inference=none) with this budget gets -216.6 and -209.6 (2 seeds).
 TOY1D_BUDGET = {"env": "meta:toy1d", "seeds": 2, "total_steps": 8000, "warmup_steps": 2000,
                    "eval_interval": 8000, "checkpoint_interval": 0, "buffer_size": 8000, "meta_batch": 8,

@@ -61,19 +61,18 @@ class Toy1DTwoSided(PointMass):
     response = ("position", lambda obs, info: info[..., 0], 0)
 
 
-@register("toy1d", num_train=100, num_test=25, episode_length=100)
-class Toy1D(Toy1DTwoSided):
-    """SMRL's toy1d: s in [0.1, 10], s' = clip(s + a), |a| <= 1, start 0; goal ~ U(0.1, 10); r = -|s' - g|."""
-
-    param_low, param_high = 0.1, 10.0
-    bounds = (0.1, 10.0)
-
-
 @register("toy1d-onesided", num_train=100, num_test=25, episode_length=100)
 class Toy1DOneSided(Toy1DTwoSided):
     """``toy1d`` without the wall at 0.1: goals ~ U(0.1, 10], positions in [-10, 10], start 0."""
 
     param_low, param_high = 0.1, 10.0
+
+
+@register("toy1d", num_train=100, num_test=25, episode_length=100)
+class Toy1D(Toy1DOneSided):
+    """SMRL's toy1d: s in [0.1, 10], s' = clip(s + a), |a| <= 1, start 0; goal ~ U(0.1, 10); r = -|s' - g|."""
+
+    bounds = (0.1, 10.0)
 
 
 @register("toy1d-sparse", num_train=100, num_test=25, episode_length=100)

@@ -6,8 +6,8 @@
   and stay;
 - oracle (toy1d): walk straight to the goal at full speed and stay.
 
-    python benchmarks/sparse_toy_baselines.py                      # toy1d-sparse's claim check
-    python benchmarks/sparse_toy_baselines.py toy1d 8              # the learning tests' 8 test goals
+    python benchmarks/toy_baselines.py                      # toy1d-sparse's claim check
+    python benchmarks/toy_baselines.py toy1d 8              # the learning tests' 8 test goals
 """
 
 from __future__ import annotations
