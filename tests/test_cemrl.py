@@ -37,14 +37,18 @@ def cemrl_run(tmp_path_factory):
     return replaylab.train({**CEMRL_RUN, "seeds": 2, "run_dir": str(tmp_path_factory.mktemp("cemrl") / "run")})
 
 
+def _window():
+    """A 5-row window of a 2-D state, 1-D action env whose first two rows are not real."""
+    window = Transition(obs=jax.random.normal(jax.random.PRNGKey(1), (5, 2)), action=jnp.ones((5, 1)),
+                        reward=jnp.arange(5.0), next_obs=jnp.zeros((5, 2)), terminated=jnp.zeros(5, bool),
+                        episode=jnp.zeros(5, jnp.int32), step=jnp.arange(5, dtype=jnp.int32))
+    return window, jnp.array([False, False, True, True, True])
+
+
 def test_window_posterior_is_a_product_of_gaussians_over_the_real_rows():
     m = CEMRL(InferenceSpec(2, 1), latent_dim=2, num_classes=3, context_size=5, net_complexity=2)
     state = m.init(jax.random.PRNGKey(0))
-    key = jax.random.PRNGKey(1)
-    window = Transition(obs=jax.random.normal(key, (5, 2)), action=jnp.ones((5, 1)), reward=jnp.arange(5.0),
-                        next_obs=jnp.zeros((5, 2)), terminated=jnp.zeros(5, bool), episode=jnp.zeros(5, jnp.int32),
-                        step=jnp.arange(5, dtype=jnp.int32))
-    mask = jnp.array([False, False, True, True, True])
+    window, mask = _window()
     q, mean, var = m.window_posterior(state.encoder.params, state.stats, window, mask)
     probs, precision, weighted = m.factors(state.encoder.params, state.stats, window)
     np.testing.assert_allclose(q, probs[2:].mean(0), rtol=1e-5)
@@ -66,12 +70,38 @@ def test_the_validation_split_is_a_fixed_fifth_of_transitions():
     np.testing.assert_array_equal(split, np.asarray(split_of(ep, step)))
 
 
-def test_stored_z_equal_the_encoders_output_for_those_rows(cemrl_run):
+@pytest.fixture(scope="module")
+def cemrl_trajectory_run(tmp_path_factory):
+    return replaylab.train({**CEMRL_RUN, "seeds": 1, "inference.encoder": "trajectory",
+                            "run_dir": str(tmp_path_factory.mktemp("cemrl_trajectory") / "run")})
+
+
+def test_the_trajectory_encoder_reads_only_the_real_rows_of_a_window():
+    m = CEMRL(InferenceSpec(2, 1), latent_dim=2, num_classes=3, context_size=5, net_complexity=2,
+              encoder="trajectory")
+    state = m.init(jax.random.PRNGKey(0))
+    window, mask = _window()
+    q, mean, var = m.window_posterior(state.encoder.params, state.stats, window, mask)
+    np.testing.assert_allclose(q.sum(), 1.0, rtol=1e-6)
+    assert float(jnp.abs(mean).max()) > 1e-4 and bool(jnp.all(var > 0))
+    other = window.replace(obs=window.obs.at[:2].set(99.0))
+    np.testing.assert_array_equal(m.window_posterior(state.encoder.params, state.stats, other, mask)[1], mean)
+    changed = window.replace(obs=window.obs.at[3].set(5.0))  # a real row: the posterior moves
+    assert float(jnp.abs(m.window_posterior(state.encoder.params, state.stats, changed, mask)[1] - mean).max()) > 1e-5
+    q0, mean0, var0 = m.window_posterior(state.encoder.params, state.stats, window, jnp.zeros(5, bool))
+    np.testing.assert_allclose(q0, 1 / 3)
+    np.testing.assert_allclose(mean0, 0.0)
+    np.testing.assert_allclose(var0, 1.0)
+
+
+@pytest.mark.parametrize("fixture", ["cemrl_run", "cemrl_trajectory_run"])
+def test_stored_z_equal_the_encoders_output_for_those_rows(fixture, request):
     """After the last phase's relabelling and the rows stored since (annotated at store time),
     every stored row's z and next z are the current encoder's for its windows."""
-    m = _method(cemrl_run)
-    for i in range(2):
-        s = _seed(cemrl_run.state, i)
+    run = request.getfixturevalue(fixture)
+    m = _method(run)
+    for i in range(run.config.seeds):
+        s = _seed(run.state, i)
         storage, T = s.storage, m.context_size
         rows = jnp.arange(int(storage.size))
         window, mask = window_context(storage, rows, T)

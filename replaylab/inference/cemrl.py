@@ -10,6 +10,11 @@ normalised with the replay's per-dimension statistics:
        1/var_k = sum_t 1/var_tk,   mu_k = var_k * sum_t mu_tk / var_tk
 3. the policy's z = mu_k* of the most probable class k* (deterministic)
 
+``encoder='trajectory'`` is the original's other mode: one MLP reads the whole window
+(features of the T rows, masked rows zeroed, and the mask) and gives q(y|x) and the K
+Gaussians directly, so it can combine transitions (a 2-D goal is known from distances at
+three points; no single transition's Gaussian factor can say that).
+
 Decoder p(s'_t, r_t | s_t, a_t, z): two MLPs (the state head predicts the first
 ``state_clip`` dimensions of s', or of s' - s with ``state_diff``). Per batch of windows:
 
@@ -38,7 +43,9 @@ of T transitions per row, i.e. T x (stored rows) encoder passes. Because the win
 posterior is a sum of per-transition factors, we run the encoder once per stored row
 and form each window's sums from its T rows' factors: (stored rows) encoder passes per
 phase, T times fewer (plus O(T x K x L) additions per row), in chunks of ``relabel_chunk``
-rows, so its memory does not grow with the buffer.
+rows, so its memory does not grow with the buffer. The trajectory encoder cannot share
+factors: one pass per stored row over its gathered window (T rows of features), chunked
+the same way.
 
 Where we differ from the original, and why:
 
@@ -104,6 +111,19 @@ class Encoder(nn.Module):
         return logits, g[..., 0, :], jnp.maximum(jax.nn.softplus(g[..., 1, :]), MIN_VAR)
 
 
+class TrajectoryEncoder(nn.Module):
+    """CEMRL's 'trajectory' encoder: one MLP reads the whole flattened window (and its mask)."""
+
+    shared: int
+    classes: int
+    latent: int
+
+    @nn.compact
+    def __call__(self, x, mask):
+        x = jnp.concatenate([(x * mask[..., None]).reshape(x.shape[:-2] + (-1,)), mask], -1)
+        return Encoder(self.shared, self.classes, self.latent, name="net")(x)
+
+
 class Decoder(nn.Module):
     hidden: int
     state_dims: int
@@ -127,6 +147,9 @@ class CEMRL(WindowInference):
     latent_dim: int = opt(1, "width of z", min=1)
     context_size: int = opt(10, "transitions in the window the encoder reads (CEMRL's time_steps)", min=1)
     num_classes: int = opt(1, "base-task classes K of the latent mixture", min=1)
+    encoder: str = opt("transition", "transition: per-transition Gaussian factors fused by a product (CEMRL's "
+                       "transitionSharedY); trajectory: one MLP on the flattened window (its 'trajectory' mode)",
+                       choices=("transition", "trajectory"))
     prior: str = opt("fixedOnY", "p(z|y): fixedOnY = N(y, prior_sigma^2); network = learned",
                      choices=("fixedOnY", "network"))
     prior_sigma: float = opt(0.5, "standard deviation of the fixedOnY prior", min=1e-6)
@@ -163,8 +186,9 @@ class CEMRL(WindowInference):
         return self.state_clip and min(self.state_clip, self.spec.obs_dim) or self.spec.obs_dim
 
     @property
-    def encoder_net(self) -> Encoder:
-        return Encoder(int(self.feature_dim * self.net_complexity), self.num_classes, self.latent_dim)
+    def encoder_net(self) -> Encoder | TrajectoryEncoder:
+        net = Encoder if self.encoder == "transition" else TrajectoryEncoder
+        return net(int(self.feature_dim * self.net_complexity), self.num_classes, self.latent_dim)
 
     @property
     def decoder_net(self) -> Decoder:
@@ -178,7 +202,9 @@ class CEMRL(WindowInference):
     def init(self, key: jax.Array) -> CEMRLState:
         s, K, L = self.spec, self.num_classes, self.latent_dim
         k_enc, k_prior, k_dec = jax.random.split(key, 3)
-        enc = {"encoder": self.encoder_net.init(k_enc, jnp.zeros((1, self.feature_dim))),
+        example = ((jnp.zeros((1, self.feature_dim)),) if self.encoder == "transition" else
+                   (jnp.zeros((1, self.context_size, self.feature_dim)), jnp.zeros((1, self.context_size))))
+        enc = {"encoder": self.encoder_net.init(k_enc, *example),
                "prior": nn.Dense(2 * L).init(k_prior, jnp.zeros((1, K)))}
         dec = self.decoder_net.init(k_dec, jnp.zeros((1, s.obs_dim)), jnp.zeros((1, s.act_dim)), jnp.zeros((1, L)))
         C = float(self.state_dims)
@@ -211,8 +237,13 @@ class CEMRL(WindowInference):
 
     def window_posterior(self, params, stats: Stats, window: Transition, mask: jax.Array):
         """(q(y|x) (..., K), means (..., K, L), variances (..., K, L)) of windows (..., T, ...)."""
-        probs, precision, weighted = self.factors(params, stats, window)
         m = mask.astype(jnp.float32)
+        if self.encoder == "trajectory":
+            logits, mu, var = self.encoder_net.apply(params["encoder"], self.features(stats, window), m)
+            some = jnp.any(mask, -1)[..., None]
+            return (jnp.where(some, jax.nn.softmax(logits), 1.0 / self.num_classes),
+                    jnp.where(some[..., None], mu, 0.0), jnp.where(some[..., None], var, 1.0))
+        probs, precision, weighted = self.factors(params, stats, window)
         return self.fuse(jnp.einsum("...t,...tk->...k", m, probs), jnp.einsum("...t,...tkl->...kl", m, precision),
                          jnp.einsum("...t,...tkl->...kl", m, weighted), jnp.sum(mask, -1))
 
@@ -378,9 +409,13 @@ class CEMRL(WindowInference):
             rows = start + jnp.arange(n)
             first = start - T
             span = (first + jnp.arange(n + T)) % cap  # rows whose factors the chunk's windows use
-            probs, precision, weighted = self.factors(params, state.stats, jax.tree.map(lambda x: x[span], d))
+            if self.encoder == "transition":
+                probs, precision, weighted = self.factors(params, state.stats, jax.tree.map(lambda x: x[span], d))
 
             def windowed(shift):  # 0: the window before the row; 1: the one ending with it
+                if self.encoder == "trajectory":  # one pass per row over its gathered window
+                    window, ok = window_context(storage, rows, T, shift)
+                    return self.pick(*self.window_posterior(params, state.stats, window, ok))[1]
                 prev, ok = window_rows(storage, rows, T, shift)
                 pos = (prev - first) % cap  # where those rows' factors are in span
                 m = ok.astype(jnp.float32)
