@@ -232,7 +232,8 @@ def memory_turn() -> Iterator[None]:
 def memory_reserved(trainer: Trainer) -> Iterator[None]:
     """Hold this machine's memory turn, check the memory again inside it (others may have
     allocated since ``_build`` checked), and let the caller allocate the state before the
-    next process checks. A turn lasts one allocation: a fraction of a second to seconds."""
+    next process checks. A turn lasts one allocation (``Trainer._fresh`` compiles the
+    initialiser before it asks): a fraction of a second to seconds."""
     with memory_turn():
         check_memory(trainer)
         yield

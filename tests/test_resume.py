@@ -225,3 +225,42 @@ def test_a_train_refused_by_the_second_memory_check_can_be_tried_again(small, mo
     assert len(calls) == 2 and not (Path(cfg["run_dir"]) / "config.json").exists()
     run = replaylab.train(cfg)  # memory free again (the third and fourth checks pass)
     assert [r["env_step"] for r in run.progress][-1] == 300
+
+
+COUNT_COMPILES_IN_THE_TURN = """
+import contextlib, json, sys
+from jax import monitoring
+import replaylab
+from replaylab import api
+
+inside, compiles = [False], []
+monitoring.register_event_duration_secs_listener(
+    lambda name, secs, **kw: compiles.append(inside[0]) if name.endswith("backend_compile_duration") else None)
+reserved = api.memory_reserved
+
+@contextlib.contextmanager
+def watched(trainer):
+    with reserved(trainer):
+        inside[0] = True
+        try:
+            yield
+        finally:
+            inside[0] = False
+
+api.memory_reserved = watched
+replaylab.train(json.loads(sys.argv[1]))
+print(sum(compiles), len(compiles))
+"""
+
+
+def test_the_memory_turn_only_allocates_compiling_happens_before_it(small, tmp_path):
+    """A cold process compiles the state's initialiser before it takes the machine's memory
+    turn, so the turn lasts one allocation and cells' compiles overlap."""
+    import json
+
+    cfg = small(total_steps=300, eval_interval=300, seeds=2)
+    r = subprocess.run([sys.executable, "-c", COUNT_COMPILES_IN_THE_TURN, json.dumps(cfg)], capture_output=True,
+                       text=True, timeout=240, env={**os.environ, "REPLAYLAB_JAX_CACHE": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr
+    inside, total = map(int, r.stdout.split()[-2:])
+    assert total > 5 and inside == 0, (inside, total)

@@ -93,6 +93,9 @@ def reset_layers(old, new, last_k: int, num_layers: int):
     return jax.tree_util.tree_map_with_path(pick, old, new)
 
 
+KEY_SHAPE = jax.ShapeDtypeStruct((2,), jnp.uint32)  # a jax.random.PRNGKey
+
+
 def _stack(trees: list):
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
@@ -135,6 +138,7 @@ class Learner:
         self.relabel_upkeep = jax.jit(jax.vmap(self._relabel_upkeep_one), donate_argnums=0)
         self.model_upkeep = jax.jit(self._model_upkeep_seeds, donate_argnums=0)
         self._init_single = jax.jit(self._init_one)
+        self._stack_seeds = jax.jit(lambda *states: _stack(list(states)))
         self._agent_init = jax.jit(agent.init)
         self._split_keys = jax.jit(jax.vmap(self._split_key_one), donate_argnums=0)
         self._merge = jax.jit(jax.vmap(self._reset_merge_one), donate_argnums=0)
@@ -143,11 +147,22 @@ class Learner:
     # Networks are initialised one seed at a time and stacked (never under the seed vmap),
     # so a seed's initial parameters do not depend on how many seeds run together.
     def init(self, seeds: list[int]) -> SeedState:
-        return _stack([self._init_single(jax.random.PRNGKey(s)) for s in seeds])
+        return self._stack_seeds(*[self._init_single(jax.random.PRNGKey(s)) for s in seeds])
+
+    def compile_init(self, num_seeds: int) -> None:
+        """Compile ``init`` for ``num_seeds`` seeds without allocating the state (``jax.jit``
+        keeps the executables), so that a process's memory turn (``api.memory_reserved``)
+        only allocates: cold compiles of a sweep's cells then overlap."""
+        jax.random.PRNGKey(0)
+        self._init_single.lower(KEY_SHAPE).compile()
+        self._stack_seeds.lower(*[self._one_shape()] * num_seeds).compile()
+
+    def _one_shape(self) -> SeedState:
+        return jax.eval_shape(self._init_one, KEY_SHAPE)
 
     def init_shapes(self, num_seeds: int) -> SeedState:
         """Shapes and dtypes of the state without allocating it (checkpoint template)."""
-        one = jax.eval_shape(self._init_one, jax.ShapeDtypeStruct((2,), jnp.uint32))
+        one = self._one_shape()
         return jax.tree.map(lambda x: jax.ShapeDtypeStruct((num_seeds,) + x.shape, x.dtype), one)
 
     def _init_one(self, key: jax.Array) -> SeedState:

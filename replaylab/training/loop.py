@@ -204,6 +204,7 @@ class Trainer:
     def _fresh(self, reserve: Reserve = contextlib.nullcontext) -> tuple[object, HostState]:
         S = len(self.seeds)
         obs = np.stack([self._reset_env(i, 0) for i in range(S)])
+        self.learner.compile_init(S)  # the memory turn then only allocates
         with reserve():
             state = jax.block_until_ready(self.learner.init(self.seeds))
         starts = self._starts(np.ones(S, bool), np.zeros(S, np.int64))
