@@ -153,7 +153,7 @@ class Learner:
         """Compile ``init`` for ``num_seeds`` seeds without allocating the state (``jax.jit``
         keeps the executables), so that a process's memory turn (``api.memory_reserved``)
         only allocates: cold compiles of a sweep's cells then overlap."""
-        jax.random.PRNGKey(0)
+        jax.random.PRNGKey(0)  # compiles init's eager seeding step too
         self._init_single.lower(KEY_SHAPE).compile()
         self._stack_seeds.lower(*[self._one_shape()] * num_seeds).compile()
 
