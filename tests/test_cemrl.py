@@ -10,7 +10,7 @@ import pytest
 
 import replaylab
 from replaylab.inference import InferenceSpec, make_inference
-from replaylab.inference.cemrl import CEMRL, split_of
+from replaylab.inference.cemrl import CEMRL, same_task_rows, split_of
 from replaylab.inference.window import push
 from replaylab.replay.storage import Transition
 from replaylab.replay.tasks import window_context
@@ -73,6 +73,7 @@ def test_the_validation_split_is_a_fixed_fifth_of_transitions():
 @pytest.fixture(scope="module")
 def cemrl_trajectory_run(tmp_path_factory):
     return replaylab.train({**CEMRL_RUN, "seeds": 1, "inference.encoder": "trajectory",
+                            "inference.encoder_width": 24, "inference.decoder_target": "task",
                             "run_dir": str(tmp_path_factory.mktemp("cemrl_trajectory") / "run")})
 
 
@@ -92,6 +93,27 @@ def test_the_trajectory_encoder_reads_only_the_real_rows_of_a_window():
     np.testing.assert_allclose(q0, 1 / 3)
     np.testing.assert_allclose(mean0, 0.0)
     np.testing.assert_allclose(var0, 1.0)
+
+
+def test_task_decoder_targets_share_the_windows_episode_and_task_within_reach(cemrl_run):
+    """decoder_target=task: the reconstructed transition is drawn from the window's episode
+    and task (CEMRL_RUN switches tasks every 20 steps), up to the reach either side."""
+    storage = _seed(cemrl_run.state).storage
+    rows = np.arange(int(storage.size))
+    target = np.asarray(same_task_rows(storage, jnp.asarray(rows), 15, jax.random.PRNGKey(3)))
+    episode, step, task = (np.asarray(x) for x in (storage.data.episode, storage.data.step,
+                                                     storage.data.extra["task"]))
+    np.testing.assert_array_equal(episode[target], episode[rows])
+    np.testing.assert_array_equal(task[target], task[rows])
+    offset = step[target] - step[rows]
+    assert np.abs(offset).max() <= 15
+    assert (offset < 0).mean() > 0.3 and (offset > 0).mean() > 0.3 and (offset == 0).mean() < 0.1, \
+        np.bincount(offset + 15)
+    m = _method(cemrl_run)  # decoder_target=next: the target is the row the window precedes
+    d, window, mask, _ = m.draw(storage, jax.random.PRNGKey(4), 256, False)
+    last = np.asarray(mask[:, -1])
+    np.testing.assert_array_equal(np.asarray(window.step[:, -1] + 1)[last], np.asarray(d.step)[last])
+    np.testing.assert_array_equal(np.asarray(window.episode[:, -1])[last], np.asarray(d.episode)[last])
 
 
 @pytest.mark.parametrize("fixture", ["cemrl_run", "cemrl_trajectory_run"])
