@@ -189,7 +189,25 @@ CEMRL_BUDGET = {**TOY1D_BUDGET, "inference": "cemrl", "batch_size": 256, "infere
                 "inference.encoder_steps": 500}
 
 
-# 44-48 s; in `make test` (issue 9 asks for it there)
+# toy2d's goal needs several steps' distances: the trajectory encoder, far decoder targets
+# (the next transition is predicted by the window's last reward, see cemrl.py) and a wider
+# encoder; encoder phases of up to 3000 steps every 2000 env steps.
+TOY2D_CEMRL_BUDGET = {**CEMRL_BUDGET, "env": "meta:toy2d", "total_steps": 16000, "buffer_size": 16000,
+                      "eval_interval": 16000, "inference.encoder": "trajectory", "inference.latent_dim": 2,
+                      "inference.decoder_target": "task", "inference.encoder_width": 350,
+                      "inference.encoder_steps": 3000, "inference.patience": 3000, "inference.every": 2000}
+
+
+# in `make test` (issue 9 asks for CEMRL on toy2d or point-robot there)
+def test_cemrl_infers_the_2d_goal_from_a_window_within_the_budget(tmp_path):
+    run = replaylab.train({**TOY2D_CEMRL_BUDGET, "run_dir": str(tmp_path / "cemrl")})
+    final = [r["return_mean"] for r in run.progress if r["env_step"] == 16000]
+    # no task-blind policy beats -544.7 on these 8 test goals (the oracle: -15.2); CEMRL's
+    # defaults (next-transition targets, per-transition encoder) gave -566.3 and -514.7
+    assert np.mean(final) >= -500, final  # measured -472.9 and -404.1 (121 s here)
+
+
+@pytest.mark.slow  # `make test-all` (44-48 s); the toy2d test above is the one in `make test`
 def test_cemrl_infers_the_goal_within_an_episode_within_the_budget(tmp_path):
     run = replaylab.train({**CEMRL_BUDGET, "run_dir": str(tmp_path / "cemrl")})
     final = [r["return_mean"] for r in run.progress if r["env_step"] == 8000]
