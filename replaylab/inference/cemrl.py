@@ -17,7 +17,7 @@ three points; no single transition's Gaussian factor can say that).
 
 ``decoder_target='task'`` (ours; 'next', the transition right after the window, is
 CEMRL's): the decoder reconstructs a random transition of the window's episode and task up
-to ``target_range`` steps away. With the next transition the window's last reward already
+to ``target_range`` steps away (uniform over that stretch; a few fall inside the window). With the next transition the window's last reward already
 predicts the target's, so the ELBO is met by a z that encodes the current distance rather
 than the task (toy2d, offline: a quadratic fit of the goal on z explained R^2 = 0.03 with
 'next' against 0.39 with 'task'); only the task predicts a far transition. This is SMRL's
@@ -144,17 +144,30 @@ class Decoder(nn.Module):
             MLP((self.hidden, self.hidden), 1, name="reward")(x)[..., 0]
 
 
-def same_task_rows(storage: Storage, rows: jax.Array, reach: int, key: jax.Array, tries: int = 8) -> jax.Array:
-    """For each row, a row of the same episode and task at most ``reach`` steps away,
-    uniform over the offsets that hold one (the first hit of ``tries`` draws; the row
-    itself where all miss, which is rare unless the episode is short)."""
-    offset = jax.random.randint(key, (rows.shape[0], tries), -reach, reach + 1)
-    other, ok = holds_step(storage, rows[:, None], offset)
-    if "task" in storage.data.extra:
-        task = storage.data.extra["task"]
-        ok &= task[other] == task[rows][:, None]
-    first = jnp.argmax(ok, -1)
-    return jnp.where(jnp.any(ok, -1), jnp.take_along_axis(other, first[:, None], -1)[:, 0], rows)
+def same_task_rows(storage: Storage, rows: jax.Array, reach: int, key: jax.Array, tries: int = 4) -> jax.Array:
+    """For each row, a row of the same episode and task at most ``reach`` steps before or
+    after it (the row itself included), uniform over those rows.
+
+    An episode's stored steps are consecutive rows, so how far it reaches each way is found
+    by a binary search (log2(reach) gathers, not reach); offsets are then drawn uniformly in
+    that stretch and the first of ``tries`` that has the row's task is taken (all of them
+    where the task does not switch inside episodes; the row itself where every try misses)."""
+
+    def extent(sign):  # the largest k <= reach with step +- k of the row's episode stored
+        lo, hi = jnp.zeros_like(rows), jnp.full_like(rows, reach + 1)
+        for _ in range(reach.bit_length()):
+            mid = (lo + hi) // 2
+            ok = holds_step(storage, rows, sign * mid)[1] & (hi - lo > 1)
+            lo, hi = jnp.where(ok, mid, lo), jnp.where(ok | (hi - lo <= 1), hi, mid)
+        return lo
+
+    offset = jax.random.randint(key, (rows.shape[0], tries), -extent(-1)[:, None], extent(1)[:, None] + 1)
+    other = (rows[:, None] + offset) % storage.capacity
+    if "task" not in storage.data.extra:
+        return other[:, 0]
+    task = storage.data.extra["task"]
+    ok = task[other] == task[rows][:, None]
+    return jnp.where(jnp.any(ok, -1), jnp.take_along_axis(other, jnp.argmax(ok, -1)[:, None], -1)[:, 0], rows)
 
 
 def split_of(episode: jax.Array, step: jax.Array) -> jax.Array:
@@ -178,14 +191,14 @@ class CEMRL(WindowInference):
     alpha_kl_z: float = opt(1e-3, "weight of KL(q(z|x,y) || p(z|y))", min=0.0)
     beta_kl_y: float = opt(1e-3, "weight of KL(q(y|x) || uniform)", min=0.0)
     net_complexity: float = opt(10.0, "hidden width = this x input width (encoder and decoder)", min=0.1)
-    encoder_width: int = opt(0, "hidden width of the encoder (0: transition width x net_complexity, the original's "
+    encoder_width: int = opt(0, "hidden width of the encoder (0: net_complexity x one transition's width, the original's "
                              "for both encoders; the trajectory encoder reads context_size times as many inputs)",
                              min=0)
     decoder_target: str = opt("next", "what the decoder reconstructs from a window's z: next = the transition right "
                               "after the window (CEMRL's); task = a random transition of the same episode and task, "
                               "up to target_range steps away (see the module docstring)", choices=("next", "task"))
-    target_range: int = opt(100, "with decoder_target=task: the farthest step offset of the target from the window",
-                            min=1)
+    target_range: int = opt(100, "with decoder_target=task: the target is at most this many steps before or after "
+                            "the row the window precedes", min=1)
     lr: float = opt(3e-4, "Adam learning rate of encoder and decoder", min=0.0)
     encoder_batch: int = opt(256, "windows per encoder step", min=1)
     encoder_steps: int = opt(5000, "most encoder steps per phase", min=1)
