@@ -52,6 +52,8 @@ class InferenceSpec:
 
     obs_dim: int
     act_dim: int
+    task_params: tuple[tuple[float, ...], ...] = ()  # every task's parameters, train tasks first
+    num_train_tasks: int = 0
 
 
 @dataclass(frozen=True)

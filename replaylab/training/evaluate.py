@@ -141,12 +141,14 @@ def evaluate(learner, state, envs: list[list[Env]], seeds: list[int], round_: in
                 actions = np.asarray(learner.policy(state, beliefs, obs))
                 next_obs, rewards, terminals = obs.copy(), np.zeros((S, W), np.float32), np.zeros((S, W), bool)
                 stepped = active.copy()
+                task_now = np.zeros((S, W), np.int32)  # the task each step's reward was computed with
                 for i, c in zip(*np.nonzero(stepped)):
                     j = slots[c]
                     o, r, terminated, truncated, ex = envs[i][c].step(actions[i, c])
                     returns[i, j, k] += r
                     success[i, j, k] = ex.get("success", np.nan)
                     task = ex.get("task")
+                    task_now[i, c] = 0 if task is None else task
                     if task is not None and not switched[i, j, k] and int(task) != tasks[j]:
                         switched[i, j, k] = True
                     (after if switched[i, j, k] else before)[i, j, k] += r
@@ -161,7 +163,7 @@ def evaluate(learner, state, envs: list[list[Env]], seeds: list[int], round_: in
                 if tracks_belief:
                     tr = Transition(obs=obs, action=actions, reward=rewards, next_obs=next_obs,
                                     terminated=terminals, episode=np.zeros((S, W), np.int32),
-                                    step=np.zeros((S, W), np.int32))
+                                    step=np.zeros((S, W), np.int32), extra={"task": task_now})
                     beliefs = learner.eval_observe(state, beliefs, tr, stepped)
                     if tracing and stats_fn is not None:
                         cols = [c for c, _ in wave_traced]

@@ -1,0 +1,76 @@
+"""``inference=oracle``: z is the task's true parameters, the upper bound for task inference.
+
+Not a method but a yardstick (the "oracle" rows of meta-RL papers): the agent acts and
+learns on (s, z) with z the active task's parameter vector (goal, velocity, ...),
+standardised with the train tasks' mean and standard deviation. It shows what the RL part
+achieves with perfect inference at a budget, so a method's gap to it is the cost of
+inferring the task, and its gap to ``inference=none`` is the worth of knowing it.
+
+Like the online methods it learns nothing of its own and knows the task from the
+episode's first transition on (the stored ``task`` of each step; z is zero before it, as
+an online method's empty window is), so after a mid-episode switch it too is one step
+late. A replayed row's z is its stored task's, so relabelling to another task
+(``relabel=hfr``) relabels z with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from replaylab.inference.base import Inference
+from replaylab.inference.window import WindowInference
+from replaylab.replay.storage import Transition
+
+
+@struct.dataclass
+class TaskBelief:
+    z: jax.Array  # (P,) the standardised parameters of the task seen last in this episode
+
+
+@dataclass(frozen=True)
+class Oracle(Inference):
+    meta_defaults: ClassVar[dict] = WindowInference.meta_defaults  # act online, as SMRL and CEMRL do
+    split_batch: ClassVar[bool] = True
+
+    @property
+    def latent_dim(self) -> int:
+        return len(self.spec.task_params[0]) if self.spec.task_params else 0
+
+    @property
+    def table(self) -> jax.Array:
+        """(tasks, P): every task's parameters, standardised over the train tasks."""
+        params = np.asarray(self.spec.task_params, np.float32)
+        train = params[: self.spec.num_train_tasks]
+        return jnp.asarray((params - train.mean(0)) / np.maximum(train.std(0), 1e-6))
+
+    def z_of(self, task: jax.Array) -> jax.Array:
+        return self.table[task]
+
+    def condition(self, state, batch, key: jax.Array):
+        d = batch.data
+        z = self.z_of(d.extra["task"])
+        return d.replace(obs=jnp.concatenate([d.obs, z], -1), next_obs=jnp.concatenate([d.next_obs, z], -1)), ()
+
+    def encoding_after(self, state, storage, rows: jax.Array, key: jax.Array) -> jax.Array:
+        return self.z_of(storage.data.extra["task"][rows])
+
+    def belief_init(self) -> TaskBelief:
+        return TaskBelief(z=jnp.zeros((self.latent_dim,), jnp.float32))
+
+    def observe(self, state, b: TaskBelief, tr: Transition) -> TaskBelief:
+        return TaskBelief(z=self.z_of(tr.extra["task"]))
+
+    def begin_episode(self, state, b: TaskBelief, new_task, prior, key) -> TaskBelief:
+        return self.belief_init()
+
+    def policy_obs(self, b: TaskBelief, obs: jax.Array) -> jax.Array:
+        return jnp.concatenate([obs, jnp.broadcast_to(b.z, obs.shape[:-1] + b.z.shape)], -1)
+
+    def belief_stats(self, b: TaskBelief) -> dict:
+        return {"mean": b.z, "var": jnp.zeros_like(b.z)}
