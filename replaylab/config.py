@@ -450,8 +450,8 @@ def _check_relabel(cfg: Config) -> None:
 
     if not INFERENCES[cfg.inference].encodes_trajectories:
         able = ", ".join(name for name, m in INFERENCES.items() if m.encodes_trajectories)
-        raise ConfigError(f"relabel={cfg.relabel}: inference={cfg.inference} is not supported (its z changes only "
-                          f"between episodes, so a trajectory has no encoding of its own); use {able}")
+        raise ConfigError(f"relabel={cfg.relabel}: inference={cfg.inference} is not supported (a trajectory has no "
+                          f"encoding of its own to choose a task by); use {able}")
     if FAMILIES[cfg.env.split(":", 1)[1]].make.terminates:  # the env id was checked before
         fixed = ", ".join(f.name for f in FAMILIES.values() if not f.make.terminates)
         raise ConfigError(f"relabel={cfg.relabel}: env={cfg.env} can end episodes early, and relabelling needs "

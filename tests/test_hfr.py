@@ -84,5 +84,7 @@ def test_relabelling_needs_fixed_length_episodes_and_an_encoding_per_trajectory(
         from_flat({"env": "meta:ant-vel", "relabel": "hfr"})
     with pytest.raises(ConfigError, match="relabel=hfr: inference=pearl is not supported"):
         from_flat({"env": "meta:point-robot", "relabel": "hfr", "inference": "pearl"})
+    with pytest.raises(ConfigError, match="relabel=hfr: inference=oracle is not supported"):
+        from_flat({"env": "meta:point-robot", "relabel": "hfr", "inference": "oracle"})
     with pytest.raises(ConfigError, match="relabel=hfr: needs a task distribution"):
         from_flat({"env": "Pendulum-v1", "relabel": "hfr"})

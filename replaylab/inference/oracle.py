@@ -6,11 +6,13 @@ standardised with the train tasks' mean and standard deviation. It shows what th
 achieves with perfect inference at a budget, so a method's gap to it is the cost of
 inferring the task, and its gap to ``inference=none`` is the worth of knowing it.
 
-Like the online methods it learns nothing of its own and knows the task from the
-episode's first transition on (the stored ``task`` of each step; z is zero before it, as
-an online method's empty window is), so after a mid-episode switch it too is one step
-late. A replayed row's z is its stored task's, so relabelling to another task
-(``relabel=hfr``) relabels z with it.
+It learns nothing of its own. Like the online methods it knows the task from the
+episode's first transition on (the stored ``task`` of each step), and after a mid-episode
+switch it too is one step late. z ends with a flag, 1 once the task is known: at an
+episode's first step z is all zeros, in acting and in learning (without the flag that
+would be the z of a task at the train tasks' mean, and the first steps' rewards of every
+task would be learned as that task's: on toy2d at 16k steps, IQM -90.0 against -63.3 with it). ``relabel=hfr`` is refused: its choice of task
+reads the trajectory's encoding, and the oracle's is the task itself.
 """
 
 from __future__ import annotations
@@ -37,17 +39,20 @@ class TaskBelief:
 class Oracle(Inference):
     meta_defaults: ClassVar[dict] = WindowInference.meta_defaults  # act online, as SMRL and CEMRL do
     split_batch: ClassVar[bool] = True
+    encodes_trajectories: ClassVar[bool] = False
 
     @property
     def latent_dim(self) -> int:
-        return len(self.spec.task_params[0]) if self.spec.task_params else 0
+        return len(self.spec.task_params[0]) + 1 if self.spec.task_params else 0
 
     @property
     def table(self) -> jax.Array:
-        """(tasks, P): every task's parameters, standardised over the train tasks."""
+        """(tasks, P + 1): every task's parameters, standardised over the train tasks, and 1."""
         params = np.asarray(self.spec.task_params, np.float32)
         train = params[: self.spec.num_train_tasks]
-        return jnp.asarray((params - train.mean(0)) / np.maximum(train.std(0), 1e-6))
+        std = train.std(0)
+        z = (params - train.mean(0)) / np.where(std > 1e-6, std, 1.0)  # a constant parameter stays 0
+        return jnp.asarray(np.concatenate([z, np.ones((len(z), 1), np.float32)], 1))
 
     def z_of(self, task: jax.Array) -> jax.Array:
         return self.table[task]
@@ -55,7 +60,8 @@ class Oracle(Inference):
     def condition(self, state, batch, key: jax.Array):
         d = batch.data
         z = self.z_of(d.extra["task"])
-        return d.replace(obs=jnp.concatenate([d.obs, z], -1), next_obs=jnp.concatenate([d.next_obs, z], -1)), ()
+        seen = jnp.where((d.step == 0)[:, None], 0.0, z)  # the first step acted on "unknown"
+        return d.replace(obs=jnp.concatenate([d.obs, seen], -1), next_obs=jnp.concatenate([d.next_obs, z], -1)), ()
 
     def encoding_after(self, state, storage, rows: jax.Array, key: jax.Array) -> jax.Array:
         return self.z_of(storage.data.extra["task"][rows])
@@ -73,4 +79,4 @@ class Oracle(Inference):
         return jnp.concatenate([obs, jnp.broadcast_to(b.z, obs.shape[:-1] + b.z.shape)], -1)
 
     def belief_stats(self, b: TaskBelief) -> dict:
-        return {"mean": b.z, "var": jnp.zeros_like(b.z)}
+        return {"mean": b.z[:-1], "var": jnp.zeros_like(b.z[:-1])}
