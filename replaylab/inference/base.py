@@ -55,6 +55,18 @@ class InferenceSpec:
     task_params: tuple[tuple[float, ...], ...] = ()  # every task's parameters, train tasks first
     num_train_tasks: int = 0
 
+    @classmethod
+    def of(cls, env) -> "InferenceSpec":
+        """The spec of an env: its sizes, and its task set where it has one."""
+        tasks = env.tasks
+        return cls(env.obs_dim, env.act_dim, tuple(map(tuple, tasks.params.tolist())) if tasks is not None else (),
+                   tasks.num_train if tasks is not None else 0)
+
+
+def append_z(obs: jax.Array, z: jax.Array) -> jax.Array:
+    """The policy's input: ``obs`` (..., dim) with the belief's ``z`` appended to every row."""
+    return jnp.concatenate([obs, jnp.broadcast_to(z, obs.shape[:-1] + z.shape)], -1)
+
 
 @dataclass(frozen=True)
 class Inference:

@@ -11,13 +11,15 @@ episode's first transition on (the stored ``task`` of each step), and after a mi
 switch it too is one step late. z ends with a flag, 1 once the task is known: at an
 episode's first step z is all zeros, in acting and in learning (without the flag that
 would be the z of a task at the train tasks' mean, and the first steps' rewards of every
-task would be learned as that task's: on toy2d at 16k steps, IQM -90.0 against -63.3 with it). ``relabel=hfr`` is refused: its choice of task
-reads the trajectory's encoding, and the oracle's is the task itself.
+task would be learned as that task's: on toy2d at 16k steps, IQM -90.0 against -63.3 with
+it). ``relabel=hfr`` is refused: its choice of task reads the trajectory's encoding, and
+the oracle's is the task itself.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import ClassVar
 
 import jax
@@ -25,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from replaylab.inference.base import Inference
+from replaylab.inference.base import Inference, append_z
 from replaylab.inference.window import WindowInference
 from replaylab.replay.storage import Transition
 
@@ -45,17 +47,17 @@ class Oracle(Inference):
     def latent_dim(self) -> int:
         return len(self.spec.task_params[0]) + 1 if self.spec.task_params else 0
 
-    @property
-    def table(self) -> jax.Array:
+    @cached_property
+    def table(self) -> np.ndarray:
         """(tasks, P + 1): every task's parameters, standardised over the train tasks, and 1."""
         params = np.asarray(self.spec.task_params, np.float32)
         train = params[: self.spec.num_train_tasks]
         std = train.std(0)
         z = (params - train.mean(0)) / np.where(std > 1e-6, std, 1.0)  # a constant parameter stays 0
-        return jnp.asarray(np.concatenate([z, np.ones((len(z), 1), np.float32)], 1))
+        return np.concatenate([z, np.ones((len(z), 1), np.float32)], 1)
 
     def z_of(self, task: jax.Array) -> jax.Array:
-        return self.table[task]
+        return jnp.asarray(self.table)[task]
 
     def condition(self, state, batch, key: jax.Array):
         d = batch.data
@@ -76,7 +78,7 @@ class Oracle(Inference):
         return self.belief_init()
 
     def policy_obs(self, b: TaskBelief, obs: jax.Array) -> jax.Array:
-        return jnp.concatenate([obs, jnp.broadcast_to(b.z, obs.shape[:-1] + b.z.shape)], -1)
+        return append_z(obs, b.z)
 
     def belief_stats(self, b: TaskBelief) -> dict:
         return {"mean": b.z[:-1], "var": jnp.zeros_like(b.z[:-1])}

@@ -43,7 +43,7 @@ from flax import struct
 
 from replaylab.agents.base import Net, apply_grads, new_net
 from replaylab.agents.networks import MLP
-from replaylab.inference.base import Inference
+from replaylab.inference.base import Inference, append_z
 from replaylab.params import opt
 from replaylab.replay.storage import Transition
 
@@ -154,7 +154,7 @@ class PEARL(Inference):
         return b.replace(z=mu + jnp.sqrt(var) * jax.random.normal(key, mu.shape))
 
     def policy_obs(self, b: Belief, obs: jax.Array) -> jax.Array:
-        return jnp.concatenate([obs, jnp.broadcast_to(b.z, obs.shape[:-1] + b.z.shape)], -1)
+        return append_z(obs, b.z)
 
     def belief_stats(self, b: Belief) -> dict:
         var = 1.0 / jnp.maximum(b.precision, 1e-12)

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from replaylab.inference.base import Inference
+from replaylab.inference.base import Inference, append_z
 from replaylab.replay.storage import Transition
 from replaylab.replay.tasks import window_context
 
@@ -108,7 +108,7 @@ class WindowInference(Inference):
         return jax.vmap(lambda w, m, k: self._encode(state, w, m, k).z)(windows, ok, keys)
 
     def policy_obs(self, b: WindowBelief, obs: jax.Array) -> jax.Array:
-        return jnp.concatenate([obs, jnp.broadcast_to(b.z, obs.shape[:-1] + b.z.shape)], -1)
+        return append_z(obs, b.z)
 
     def belief_stats(self, b: WindowBelief) -> dict:
         return {"mean": b.mean, "var": b.var}

@@ -144,10 +144,7 @@ class Trainer:
         self.schedule = TaskSchedule(task_set.num_train, cfg.prior_episodes, cfg.posterior_episodes,
                                      cfg.extra_episodes) if multi else TaskSchedule()
         self.train_pool = np.arange(task_set.num_train) if multi else None
-        self.inference = make_inference(cfg.inference, dict(cfg.inference_cfg),
-                                        InferenceSpec(env.obs_dim, env.act_dim,
-                                                      tuple(map(tuple, task_set.params.tolist())) if multi else (),
-                                                      task_set.num_train if multi else 0))
+        self.inference = make_inference(cfg.inference, dict(cfg.inference_cfg), InferenceSpec.of(env))
         self.protocol = AdaptationEval(task_set, cfg.eval_train_tasks, cfg.adapt_episodes, cfg.prior_episodes,
                                        switches=bool(cfg.change_steps)) if multi \
             else SingleTaskEval(cfg.eval_episodes, goal=env.goal is not None)
