@@ -50,14 +50,14 @@ elif what == "matmul":
 elif what == "hlo":
     learner, state, tr = throughput._filled_learner(1, 1)
     obs = np.zeros((1, throughput.OBS), np.float32)
-    extra = () if {before!r} else (throughput.EpisodeStarts.none(1),)
+    extra = (throughput.EpisodeStarts.none(1),) if hasattr(throughput, "EpisodeStarts") else ()
     out["hlo"] = learner.update.lower(state, obs, np.int32(0), *extra).compile().as_text()
 print("RESULT" + json.dumps(out))
 """
 
 
-def probe(tree: Path, what: str, seconds: float, reps: int, before: bool = False) -> dict:
-    code = PROBE.format(tree=str(tree), what=what, seconds=seconds, reps=reps, before=before)
+def probe(tree: Path, what: str, seconds: float, reps: int) -> dict:
+    code = PROBE.format(tree=str(tree), what=what, seconds=seconds, reps=reps)
     r = subprocess.run([sys.executable, "-c", code], cwd=tree, capture_output=True, text=True)
     line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT")), None)
     if line is None:
@@ -91,7 +91,7 @@ def main() -> None:
                        capture_output=True)
         try:
             runs: dict[str, list[dict]] = {"before": [], "after": [], "sbx": [], "matmul": []}
-            same_hlo = hlo_digest(probe(before, "hlo", 0, 0, before=True)["hlo"]) == \
+            same_hlo = hlo_digest(probe(before, "hlo", 0, 0)["hlo"]) == \
                 hlo_digest(probe(ROOT, "hlo", 0, 0)["hlo"])
             probes = [("before", before, "replaylab"), ("after", ROOT, "replaylab"), ("sbx", ROOT, "sbx"),
                       ("matmul", ROOT, "matmul")]
