@@ -58,9 +58,9 @@ class InferenceSpec:
     @classmethod
     def of(cls, env) -> "InferenceSpec":
         """The spec of an env: its sizes, and its task set where it has one."""
-        tasks = env.tasks
-        return cls(env.obs_dim, env.act_dim, tuple(map(tuple, tasks.params.tolist())) if tasks is not None else (),
-                   tasks.num_train if tasks is not None else 0)
+        if env.tasks is None:
+            return cls(env.obs_dim, env.act_dim)
+        return cls(env.obs_dim, env.act_dim, tuple(map(tuple, env.tasks.params.tolist())), env.tasks.num_train)
 
 
 def append_z(obs: jax.Array, z: jax.Array) -> jax.Array:
